@@ -1,0 +1,263 @@
+"""`invoice-export`: the command line (Typer + Rich)."""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from invoice_export.errors import DomainError
+from invoice_export.exports.schemas import ExportView
+from invoice_export.settings import Settings, SettingsError, get_settings
+
+app = typer.Typer(help="Durable CSV exports of an organization's invoices.", no_args_is_help=True)
+db_app = typer.Typer(help="Database set-up.", no_args_is_help=True)
+runs_app = typer.Typer(help="Inspect and control export runs.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(runs_app, name="runs")
+
+console = Console()
+err = Console(stderr=True)
+
+TERMINAL = ("completed", "failed", "canceled")
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of text.")]
+
+
+def _settings() -> Settings:
+    try:
+        return get_settings()
+    except SettingsError as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
+
+
+def _fail(exc: Exception, code: int = 1) -> typer.Exit:
+    err.print(f"[red]error:[/red] {exc}")
+    return typer.Exit(code)
+
+
+@db_app.command("migrate")
+def db_migrate() -> None:
+    """Create the database, role invoice_app, tables with row-level security, and the engine schema."""
+    from invoice_export.db.migrate import migrate
+    from invoice_export.db.urls import get_urls
+
+    settings = _settings()
+    migrate(get_urls(), None if settings.embedded else settings.app_db_password)
+    console.print("[green]database migrated[/green]")
+
+
+@db_app.command("seed")
+def db_seed(
+    extra_org: Annotated[
+        list[str] | None, typer.Option("--extra-org", help="ORG_ID:N — add an org with N invoices.")
+    ] = None,
+) -> None:
+    """Load the deterministic demo data (safe to re-run; refused in production)."""
+    from invoice_export.db.seed import parse_extra_org, seed
+    from invoice_export.db.session import admin_engine
+
+    settings = _settings()
+    if settings.app_env == "production":
+        raise _fail(Exception("db seed refuses to run with APP_ENV=production"), 2)
+    try:
+        extras = [parse_extra_org(spec) for spec in extra_org or []]
+    except DomainError as exc:
+        raise _fail(exc, 2) from None
+    started = time.perf_counter()
+    summary = seed(admin_engine(), extras)
+    table = Table("organization", "invoices")
+    for org_id, count in summary.orgs.items():
+        table.add_row(org_id, f"{count:,}")
+    console.print(table)
+    console.print(f"seeded in {time.perf_counter() - started:.1f}s")
+
+
+def _print_view(view: ExportView, as_json: bool) -> None:
+    if as_json:
+        sys.stdout.write(view.model_dump_json() + "\n")
+        return
+    table = Table(show_header=False)
+    for key, value in view.model_dump(mode="json").items():
+        table.add_row(key, "" if value is None else str(value))
+    console.print(table)
+
+
+def _wait_with_progress(org_id: str, user_id: str, run_id: str, show: bool, timeout: float = 600) -> ExportView:
+    from invoice_export.exports.service import get_export
+
+    deadline = time.monotonic() + timeout
+    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=err, disable=not show, transient=False) as progress:
+        task = progress.add_task(f"export {run_id}", total=None)
+        while True:
+            view = get_export(org_id, user_id, run_id)
+            progress.update(task, total=view.pages_total, completed=view.pages_done, description=view.status)
+            if view.status in TERMINAL:
+                return view
+            if time.monotonic() > deadline:
+                raise _fail(Exception(f"run {run_id} did not finish within {timeout:.0f}s"))
+            time.sleep(0.05)
+
+
+@app.command("export")
+def export(
+    org: Annotated[str, typer.Option("--org", help="Organization id, e.g. org_acme.")],
+    as_user: Annotated[str, typer.Option("--as", help="Requesting member, e.g. user_alice.")],
+    wait: Annotated[bool, typer.Option("--wait", help="Wait for the run to finish.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Start today's export of ORG as a member (or return the run already started)."""
+    from invoice_export.exports.service import start_export
+
+    _settings()
+    try:
+        view = start_export(org, as_user)
+        if wait:
+            view = _wait_with_progress(org, as_user, view.run_id, show=not as_json)
+    except DomainError as exc:
+        raise _fail(exc, 2) from None
+    _print_view(view, as_json)
+    if wait and view.status != "completed":
+        raise typer.Exit(1)
+
+
+@runs_app.command("show")
+def runs_show(run_id: str, as_json: JsonOpt = False) -> None:
+    """Show one run: its row and the workflow engine's state."""
+    from invoice_export.exports.service import find_export_by_run_id, get_export
+
+    _settings()
+    try:
+        org_id, user_id = find_export_by_run_id(run_id)
+        view = get_export(org_id, user_id, run_id)
+    except DomainError as exc:
+        raise _fail(exc, 2) from None
+    _print_view(view, as_json)
+
+
+@runs_app.command("list")
+def runs_list(
+    org: Annotated[str, typer.Option("--org", help="Organization id.")],
+    as_json: JsonOpt = False,
+) -> None:
+    """The organization's recent runs, newest first."""
+    from invoice_export.exports.service import list_org_exports
+
+    _settings()
+    try:
+        views = list_org_exports(org)
+    except DomainError as exc:
+        raise _fail(exc, 2) from None
+    if as_json:
+        sys.stdout.write(json.dumps([v.model_dump(mode="json") for v in views]) + "\n")
+        return
+    table = Table("run id", "requested by", "status", "pages", "rows", "requested at")
+    for v in views:
+        pages = f"{v.pages_done}/{v.pages_total}" if v.pages_total is not None else "-"
+        table.add_row(v.run_id, v.requested_by, v.status, pages, str(v.row_count or "-"), v.requested_at.isoformat())
+    console.print(table)
+
+
+@app.command("worker")
+def worker() -> None:
+    """Run a worker process (engine executor id = WORKER_ID)."""
+    from invoice_export.worker import DEFAULT_WORKER_ID, WorkerIdInUse, run_worker
+
+    settings = _settings()
+    try:
+        run_worker(settings, settings.worker_id or DEFAULT_WORKER_ID)
+    except WorkerIdInUse as exc:
+        raise _fail(exc, 3) from None
+
+
+@app.command("serve")
+def serve(
+    port: Annotated[int, typer.Option("--port", min=1, max=65535)] = 8000,
+    host: Annotated[str, typer.Option("--host")] = "127.0.0.1",
+    no_worker: Annotated[bool, typer.Option("--no-worker", help="Serve pages only; run workers apart.")] = False,
+) -> None:
+    """Serve the web app (with an in-process worker unless --no-worker)."""
+    import uvicorn
+
+    from invoice_export.web.app import create_app
+
+    settings = _settings()
+    stop = threading.Event()
+    if not no_worker:
+        from invoice_export.worker import DEFAULT_WORKER_ID, WorkerIdInUse, claim_worker_id
+        from invoice_export.workflows import runtime
+
+        worker_id = settings.worker_id or DEFAULT_WORKER_ID
+        try:
+            lock = claim_worker_id(worker_id)
+        except WorkerIdInUse as exc:
+            raise _fail(exc, 3) from None
+        runtime.launch(settings, worker_id)
+    try:
+        uvicorn.run(create_app(), host=host, port=port, log_level="warning")
+    finally:
+        stop.set()
+        if not no_worker:
+            runtime.shutdown()
+            lock.close()
+
+
+@app.command("demo")
+def demo(as_json: JsonOpt = False) -> None:
+    """Migrate, seed, run an in-process worker and export org_acme as user_alice, end to end."""
+    from invoice_export.db.migrate import migrate
+    from invoice_export.db.seed import seed
+    from invoice_export.db.session import admin_engine
+    from invoice_export.db.urls import get_urls
+    from invoice_export.email.backends import FileBackend
+    from invoice_export.email.message import message_id_for
+    from invoice_export.exports.service import start_export
+    from invoice_export.worker import WorkerIdInUse, claim_worker_id
+    from invoice_export.workflows import runtime
+
+    settings = _settings()
+    say = err.print
+    where = "embedded PostgreSQL in " + str(settings.data_dir / "pg") if settings.embedded else "DATABASE_URL"
+    say(f"[bold]invoice-export demo[/bold] — database: {where}")
+    urls = get_urls()
+    migrate(urls, None if settings.embedded else settings.app_db_password)
+    summary = seed(admin_engine())
+    say(f"seeded: {', '.join(f'{org} {n}' for org, n in summary.orgs.items())}")
+    try:
+        lock = claim_worker_id("demo")
+    except WorkerIdInUse as exc:
+        raise _fail(exc, 3) from None
+    runtime.launch(settings, "demo")
+    try:
+        view = start_export("org_acme", "user_alice")
+        say(f"started run {view.run_id}")
+        view = _wait_with_progress("org_acme", "user_alice", view.run_id, show=not as_json)
+    finally:
+        runtime.shutdown()
+        lock.close()
+    email_path: Path | None = None
+    if settings.email_backend == "file":
+        candidate = FileBackend(settings.data_dir / "outbox").path_for_id(message_id_for(view.run_id))
+        email_path = candidate if candidate.exists() else None
+    if as_json:
+        payload = view.model_dump(mode="json") | {"email_path": str(email_path) if email_path else None}
+        sys.stdout.write(json.dumps(payload) + "\n")
+    else:
+        _print_view(view, False)
+        console.print(f"CSV file:  {view.csv_path}")
+        console.print(f"Email:     {email_path or '(not written: see the email backend setting)'}")
+    if view.status != "completed":
+        raise typer.Exit(1)
+
+
+def main() -> None:
+    app()

