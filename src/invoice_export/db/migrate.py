@@ -11,6 +11,7 @@ import logging
 from pathlib import Path
 
 from alembic import command
+from psycopg import sql
 from alembic.config import Config
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import URL
@@ -59,10 +60,11 @@ def ensure_app_role(admin: URL, password: str | None) -> None:
                 return
             verb = "ALTER" if exists else "CREATE"
             attrs = "LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE"
+            statement = sql.SQL(f"{verb} ROLE {APP_ROLE} {attrs}")
             if password:
-                conn.execute(text(f"{verb} ROLE {APP_ROLE} {attrs} PASSWORD :p"), {"p": password})
-            else:
-                conn.execute(text(f"{verb} ROLE {APP_ROLE} {attrs}"))
+                # DDL takes no bind parameters: quote the password as a literal.
+                statement = statement + sql.SQL(" PASSWORD {}").format(sql.Literal(password))
+            conn.exec_driver_sql(statement.as_string(conn.connection.driver_connection))
             conn.execute(text(f'GRANT CONNECT ON DATABASE "{admin.database}" TO {APP_ROLE}'))
     finally:
         engine.dispose()

@@ -7,6 +7,7 @@ import hashlib
 import re
 import uuid
 from datetime import UTC, date, datetime
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
@@ -15,10 +16,10 @@ from sqlalchemy.orm import Session
 
 from invoice_export.db.models import Export
 from invoice_export.db.session import tenant_transaction
-from invoice_export.errors import InvalidInput, NotFound
+from invoice_export.errors import Conflict, InvalidInput, NotFound
 from invoice_export.exports.schemas import RUN_ID_PATTERN, ExportRequest, ExportView
 from invoice_export.exports.storage import get_storage
-from invoice_export.orgs.service import require_membership
+from invoice_export.orgs.service import list_memberships, require_membership
 from invoice_export.settings import get_settings
 from invoice_export.workflows.queue import engine_client, enqueue_options
 
@@ -214,3 +215,59 @@ def list_org_exports(org_id: str, limit: int = 50) -> list[ExportView]:
             .limit(limit)
         ).scalars()
         return [_view(export, engine_status=None) for export in exports]
+
+
+def open_download(user_id: str, export_id: str) -> tuple[Path, str]:
+    """The finished file of `export_id` and its download name, for a member of its org.
+
+    The export is looked up in each of the user's orgs in turn (RLS hides the others), so an id
+    from an org the user is not in is indistinguishable from an unknown id. Every download is
+    audited.
+    """
+    from invoice_export.audit.service import record
+
+    try:
+        wanted = uuid.UUID(export_id)
+    except ValueError:
+        raise NotFound("no such export") from None
+    for org_id in _member_org_ids(user_id):
+        with tenant_transaction(org_id, user_id) as session:
+            export = session.execute(
+                select(Export).where(Export.organization_id == org_id, Export.id == wanted)
+            ).scalar_one_or_none()
+            if export is None:
+                continue
+            if export.status != "completed" or export.file_key is None:
+                raise Conflict("this export has no file yet")
+            path = get_storage().local_path(export.file_key)
+            if path is None or not path.exists():
+                raise NotFound("the export file is no longer stored; start a new export")
+            record(
+                session,
+                org_id=org_id,
+                actor_id=user_id,
+                action="export.downloaded",
+                target_type="export",
+                target_id=str(export.id),
+                metadata={"run_id": export.run_id},
+            )
+            return path, path.name
+    raise NotFound("no such export")
+
+
+def _member_org_ids(user_id: str) -> list[str]:
+    with tenant_transaction(None, user_id) as session:
+        return [m.org_id for m in list_memberships(session, user_id)]
+
+
+def get_export_for_user(user_id: str, run_id: str) -> ExportView:
+    """A run of any org the user belongs to; a run of another org is reported as unknown."""
+    check_run_id(run_id)
+    for org_id in _member_org_ids(user_id):
+        with tenant_transaction(org_id, user_id) as session:
+            export = session.execute(
+                select(Export).where(Export.organization_id == org_id, Export.run_id == run_id)
+            ).scalar_one_or_none()
+        if export is not None:
+            return _view(export, engine_status=engine_status(run_id))
+    raise NotFound(f"no export run {run_id!r}")

@@ -1,0 +1,3 @@
+from invoice_export.cli import main
+
+main()

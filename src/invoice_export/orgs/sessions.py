@@ -1,0 +1,85 @@
+"""Server-side sessions. The browser holds a random token; the table holds its SHA-256, the user,
+the active org, a CSRF token and an expiry. Signing in always creates a new session (rotation)."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import delete, select, update
+
+from invoice_export.db.models import Session as SessionRow
+from invoice_export.db.models import User
+from invoice_export.db.session import app_transaction
+from invoice_export.orgs.passwords import verify_password
+
+
+@dataclass(frozen=True)
+class SignedIn:
+    session_id: str
+    user_id: str
+    user_name: str
+    email: str
+    active_org_id: str | None
+    csrf_token: str
+
+
+def _digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def authenticate(email: str, password: str) -> User | None:
+    with app_transaction() as session:
+        user = session.execute(select(User).where(User.email == email.strip().lower())).scalar_one_or_none()
+    if user is None or not verify_password(user.password_hash, password):
+        return None
+    return user
+
+
+def create_session(user_id: str, ttl: timedelta, replaces: str | None = None) -> str:
+    """A new session token for `user_id`; the session it replaces (if any) is deleted."""
+    token = secrets.token_urlsafe(32)
+    with app_transaction() as session:
+        if replaces:
+            session.execute(delete(SessionRow).where(SessionRow.id == _digest(replaces)))
+        session.add(
+            SessionRow(
+                id=_digest(token),
+                user_id=user_id,
+                csrf_token=secrets.token_urlsafe(32),
+                expires_at=datetime.now(UTC) + ttl,
+            )
+        )
+    return token
+
+
+def lookup_session(token: str) -> SignedIn | None:
+    with app_transaction() as session:
+        row = session.execute(
+            select(SessionRow, User)
+            .join(User, User.id == SessionRow.user_id)
+            .where(SessionRow.id == _digest(token), SessionRow.expires_at > datetime.now(UTC))
+        ).one_or_none()
+    if row is None:
+        return None
+    s, user = row
+    return SignedIn(
+        session_id=s.id,
+        user_id=user.id,
+        user_name=user.name,
+        email=user.email,
+        active_org_id=s.active_org_id,
+        csrf_token=s.csrf_token,
+    )
+
+
+def set_active_org(session_id: str, org_id: str) -> None:
+    with app_transaction() as session:
+        session.execute(update(SessionRow).where(SessionRow.id == session_id).values(active_org_id=org_id))
+
+
+def end_session(token: str) -> None:
+    with app_transaction() as session:
+        session.execute(delete(SessionRow).where(SessionRow.id == _digest(token)))

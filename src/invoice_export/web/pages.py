@@ -1,0 +1,109 @@
+"""HTML pages and form actions."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Annotated
+from urllib.parse import urlparse
+
+from fastapi import APIRouter, Depends, Form, Request
+from fastapi.responses import FileResponse, RedirectResponse, Response
+
+from invoice_export.errors import NotFound
+from invoice_export.exports.service import list_exports, open_download, start_export
+from invoice_export.orgs.sessions import authenticate, create_session, end_session, set_active_org
+from invoice_export.settings import get_settings
+from invoice_export.web.deps import SESSION_COOKIE, CurrentMember, CurrentUser, csrf_form
+from invoice_export.web.templating import templates
+
+router = APIRouter(include_in_schema=False)
+
+
+def _safe_next(target: str | None) -> str:
+    """Only same-site paths: never redirect a signed-in user to another host."""
+    if not target or not target.startswith("/") or target.startswith("//") or urlparse(target).netloc:
+        return "/inspector"
+    return target
+
+
+@router.get("/")
+def home() -> Response:
+    return RedirectResponse("/inspector", status_code=303)
+
+
+@router.get("/signin")
+def signin_page(request: Request, next: str | None = None) -> Response:
+    return templates.TemplateResponse(request, "signin.html", {"next": _safe_next(next), "error": None})
+
+
+@router.post("/signin")
+def signin(
+    request: Request,
+    email: Annotated[str, Form(max_length=320)],
+    password: Annotated[str, Form(max_length=1024)],
+    next: Annotated[str | None, Form(max_length=2048)] = None,
+) -> Response:
+    user = authenticate(email, password)
+    if user is None:
+        return templates.TemplateResponse(
+            request,
+            "signin.html",
+            {"next": _safe_next(next), "error": "That email and password do not match an account.", "email": email},
+            status_code=401,
+        )
+    settings = get_settings()
+    ttl = timedelta(hours=settings.session_ttl_hours)
+    token = create_session(user.id, ttl, replaces=request.cookies.get(SESSION_COOKIE))
+    response = RedirectResponse(_safe_next(next), status_code=303)
+    response.set_cookie(
+        SESSION_COOKIE,
+        token,
+        max_age=int(ttl.total_seconds()),
+        httponly=True,
+        samesite="lax",
+        secure=settings.app_env == "production",
+        path="/",
+    )
+    return response
+
+
+@router.post("/signout", dependencies=[Depends(csrf_form)])
+def signout(request: Request) -> Response:
+    token = request.cookies.get(SESSION_COOKIE)
+    if token:
+        end_session(token)
+    response = RedirectResponse("/signin", status_code=303)
+    response.delete_cookie(SESSION_COOKIE, path="/")
+    return response
+
+
+@router.post("/orgs/active", dependencies=[Depends(csrf_form)])
+def choose_org(ctx: CurrentMember, org_id: Annotated[str, Form(max_length=100)]) -> Response:
+    if org_id not in {m.org_id for m in ctx.memberships}:
+        raise NotFound("no such organization")
+    set_active_org(ctx.user.session_id, org_id)
+    return RedirectResponse("/inspector", status_code=303)
+
+
+@router.get("/inspector")
+def inspector(request: Request, ctx: CurrentMember) -> Response:
+    org_id = ctx.membership.org_id
+    exports = list_exports(org_id, ctx.user.user_id)
+    latest = next((e for e in exports if e.requested_by == ctx.user.user_id), None)
+    return templates.TemplateResponse(
+        request,
+        "inspector.html",
+        {"ctx": ctx, "latest": latest, "exports": exports, "csrf_token": ctx.user.csrf_token},
+    )
+
+
+@router.post("/exports", dependencies=[Depends(csrf_form)])
+def start_export_action(ctx: CurrentMember) -> Response:
+    view = start_export(ctx.membership.org_id, ctx.user.user_id)
+    return RedirectResponse(f"/inspector?run={view.run_id}", status_code=303)
+
+
+@router.get("/exports/{export_id}/download")
+def download(user: CurrentUser, export_id: str) -> Response:
+    path, name = open_download(user.user_id, export_id)
+    return FileResponse(path, media_type="text/csv; charset=utf-8", filename=name)

@@ -1,0 +1,209 @@
+"""Test set-up: a real PostgreSQL, a fresh database per test session, real worker processes.
+
+The server is TEST_DATABASE_URL or DATABASE_URL when set (CI uses the machine's PostgreSQL
+service); otherwise an embedded PostgreSQL in a temporary folder, so the README's test command
+works on a machine with nothing installed. Each session creates its own database on that server
+and exports DATABASE_URL so that worker subprocesses use it too.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+PROJECT = Path(__file__).resolve().parents[1]
+
+
+def _reset_caches() -> None:
+    from invoice_export.db import session, urls
+    from invoice_export.settings import get_settings
+    from invoice_export.workflows import queue
+
+    for cached in (get_settings, urls.get_urls, session.app_engine, session.admin_engine, queue.engine_client):
+        cached.cache_clear()
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Iterator[Path]:
+    path = Path(tempfile.mkdtemp(prefix="ie-test-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def database(data_dir: Path) -> Iterator[str]:
+    """Admin URL of a brand-new, migrated and seeded database for this test session."""
+    base = os.environ.get("TEST_DATABASE_URL") or os.environ.get("DATABASE_URL")
+    embedded_dir: Path | None = None
+    if not base:
+        from invoice_export.db.embedded import start_embedded
+
+        embedded_dir = Path(tempfile.mkdtemp(prefix="iepg-", dir="/tmp"))
+        base = start_embedded(embedded_dir)
+    name = f"ie_test_{secrets.token_hex(4)}"
+    url = make_url(base).set(drivername="postgresql+psycopg", database=name)
+    os.environ["DATABASE_URL"] = url.render_as_string(hide_password=False)
+    os.environ["INVOICE_EXPORT_DATA_DIR"] = str(data_dir)
+    os.environ["APP_ENV"] = "test"
+    os.environ.setdefault("QUEUE_POLL_SECONDS", "0.05")
+    _reset_caches()
+    from invoice_export.db.migrate import migrate
+    from invoice_export.db.seed import seed
+    from invoice_export.db.session import admin_engine
+    from invoice_export.db.urls import get_urls
+    from invoice_export.settings import get_settings
+
+    migrate(get_urls(), get_settings().app_db_password)
+    seed(admin_engine())
+    yield os.environ["DATABASE_URL"]
+    _reset_caches()
+    server = create_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    with server.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    server.dispose()
+    if embedded_dir is not None:
+        shutil.rmtree(embedded_dir, ignore_errors=True)
+
+
+@pytest.fixture
+def admin_conn(database: str) -> Iterator[object]:
+    from invoice_export.db.session import admin_engine
+
+    with admin_engine().connect() as conn:
+        yield conn
+
+
+class Worker:
+    """A real `invoice-export worker` process."""
+
+    def __init__(self, worker_id: str, env: dict[str, str], log: Path) -> None:
+        self.worker_id = worker_id
+        self.env = env
+        self.log = log
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 60) -> Worker:
+        env = os.environ | self.env | {"WORKER_ID": self.worker_id}
+        self._log_file = open(self.log, "ab")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "invoice_export", "worker"],
+            env=env,
+            stdout=self._log_file,
+            stderr=subprocess.STDOUT,
+            cwd=PROJECT,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if f"worker {self.worker_id} ready" in self.log.read_text(errors="replace"):
+                return self
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"worker exited early:\n{self.log.read_text(errors='replace')}")
+            time.sleep(0.05)
+        raise RuntimeError(f"worker not ready in {timeout}s:\n{self.log.read_text(errors='replace')}")
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log_file.close()
+
+
+@pytest.fixture
+def start_worker(database: str, tmp_path: Path) -> Iterator[object]:
+    """Start worker processes: `start_worker("w1", EXPORT_PAGE_SIZE="10")`."""
+    started: list[Worker] = []
+
+    def start(worker_id: str | None = None, **env: str) -> Worker:
+        worker_id = worker_id or f"test-{secrets.token_hex(3)}"
+        worker = Worker(worker_id, env, tmp_path / f"{worker_id}.log").start()
+        started.append(worker)
+        return worker
+
+    yield start
+    for worker in started:
+        worker.stop()
+
+
+@pytest.fixture(scope="session")
+def worker(database: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Worker]:
+    """One shared worker process for tests that only need exports to run."""
+    w = Worker(f"shared-{secrets.token_hex(3)}", {}, tmp_path_factory.mktemp("worker") / "w.log").start()
+    yield w
+    w.stop()
+
+
+def wait_for_status(org_id: str, user_id: str, run_id: str, timeout: float = 60) -> object:
+    from invoice_export.exports.service import get_export
+
+    deadline = time.monotonic() + timeout
+    while True:
+        view = get_export(org_id, user_id, run_id)
+        if view.status in ("completed", "failed", "canceled"):
+            return view
+        if time.monotonic() > deadline:
+            raise AssertionError(f"run {run_id} still {view.status} after {timeout}s")
+        time.sleep(0.05)
+
+
+def make_org(invoices: list[dict[str, object]], role: str = "owner") -> tuple[str, str]:
+    """A fresh org with `invoices` and one member; returns (org_id, user_id)."""
+    from sqlalchemy.orm import Session
+
+    from invoice_export.db.models import Invoice, Member, Organization, User
+    from invoice_export.db.session import admin_engine, set_tenant
+
+    suffix = secrets.token_hex(4)
+    org_id, user_id = f"org_t{suffix}", f"user_t{suffix}"
+    with Session(admin_engine()) as session, session.begin():
+        session.add(Organization(id=org_id, name=f"Test {suffix}"))
+        session.add(User(id=user_id, email=f"t{suffix}@example.com", name=f"Tester {suffix}", password_hash="x"))
+        session.flush()
+        set_tenant(session, org_id)
+        session.add(Member(organization_id=org_id, user_id=user_id, role=role))
+        for n, fields in enumerate(invoices, start=1):
+            row = {
+                "number": f"T-{n:06d}",
+                "customer_name": "Customer",
+                "customer_email": "c@example.com",
+                "amount_minor": 100,
+                "currency": "USD",
+                "status": "open",
+                "due_at": None,
+                "memo": None,
+            } | fields
+            session.add(Invoice(organization_id=org_id, **row))
+    return org_id, user_id
+
+
+@pytest.fixture
+def page_size(monkeypatch: pytest.MonkeyPatch) -> Iterator[object]:
+    """Set EXPORT_PAGE_SIZE for runs started by this test (the size travels in the payload)."""
+    from invoice_export.settings import get_settings
+
+    def set_size(size: int) -> None:
+        monkeypatch.setenv("EXPORT_PAGE_SIZE", str(size))
+        get_settings.cache_clear()
+
+    yield set_size
+    monkeypatch.delenv("EXPORT_PAGE_SIZE", raising=False)
+    get_settings.cache_clear()

@@ -1,0 +1,71 @@
+"""The CSV dialect, checked by writing values through PostgreSQL's COPY and reading them back."""
+
+from __future__ import annotations
+
+import csv
+import io
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from invoice_export.db.session import tenant_transaction
+from invoice_export.exports.csv_format import BOM, HEADER, records_to_crlf
+from invoice_export.invoices.repository import read_csv_page
+from tests.conftest import make_org
+
+# Text PostgreSQL can store: no NUL; any other character, including quotes, commas, CR and LF.
+awkward_text = st.text(
+    alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=40
+) | st.sampled_from(['"', '""', ",", "\r\n", "\n", "\r", 'a,"b"\nc', " lead", "trail ", "Zoë, ß, 東京"])
+
+
+def test_records_to_crlf_keeps_line_breaks_inside_quotes() -> None:
+    data = b'a,"x\ny"\nb,"p""\nq"\n'
+    assert records_to_crlf(data) == b'a,"x\ny"\r\nb,"p""\nq"\r\n'
+
+
+def test_header_and_bom() -> None:
+    assert BOM == b"\xef\xbb\xbf"
+    assert HEADER.endswith(b"\r\n") and HEADER.count(b"\r\n") == 1
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    values=st.lists(
+        st.tuples(awkward_text, awkward_text, st.one_of(st.none(), awkward_text)), min_size=1, max_size=6
+    ),
+    amounts=st.lists(st.integers(min_value=-(10**12), max_value=10**12), min_size=6, max_size=6),
+)
+def test_awkward_values_round_trip(database: str, values: list[tuple[str, str, str | None]], amounts: list[int]) -> None:
+    currencies = ["USD", "JPY", "KWD", "EUR", "GBP", "SEK"]
+    invoices = [
+        {
+            "customer_name": name,
+            "customer_email": email,
+            "memo": memo,
+            "amount_minor": amounts[i],
+            "currency": currencies[i],
+            "issued_at": datetime(2026, 1, 1, tzinfo=UTC) + timedelta(microseconds=i),
+        }
+        for i, (name, email, memo) in enumerate(values)
+    ]
+    org_id, _ = make_org(invoices)
+    with tenant_transaction(org_id) as session:
+        page = read_csv_page(session, org_id, datetime.now(UTC), None, 100)
+    assert page.rows == len(invoices)
+    # Every record ends in CRLF; reading with the csv module gives back exactly what was stored.
+    assert page.data.endswith(b"\r\n")
+    rows = list(csv.reader(io.StringIO(page.data.decode("utf-8"), newline="")))
+    assert len(rows) == len(invoices)
+    exponent = {"USD": 2, "JPY": 0, "KWD": 3, "EUR": 2, "GBP": 2, "SEK": 2}
+    for row, invoice in zip(rows, invoices, strict=True):
+        assert row[2] == invoice["customer_name"]
+        assert row[3] == invoice["customer_email"]
+        assert row[8] == (invoice["memo"] or "")
+        scale = exponent[str(invoice["currency"])]
+        expected = Decimal(int(invoice["amount_minor"])).scaleb(-scale)  # type: ignore[call-overload]
+        assert Decimal(row[5]) == expected
+        assert len(row[5].partition(".")[2]) == scale
+        assert datetime.fromisoformat(row[6]) == invoice["issued_at"]
