@@ -14,15 +14,19 @@ def test_app_role_is_not_privileged(database: str) -> None:
         role = conn.execute(
             text("SELECT rolname, rolsuper, rolbypassrls FROM pg_roles WHERE rolname = current_user")
         ).one()
-        owners = conn.execute(
-            text("SELECT DISTINCT tableowner FROM pg_tables WHERE schemaname = 'public'")
-        ).scalars().all()
-        forced = conn.execute(
-            text(
-                "SELECT relname FROM pg_class WHERE relname IN ('invoices', 'exports', 'audit_logs', 'members', "
-                "'organizations') AND relrowsecurity AND relforcerowsecurity"
+        owners = (
+            conn.execute(text("SELECT DISTINCT tableowner FROM pg_tables WHERE schemaname = 'public'")).scalars().all()
+        )
+        forced = (
+            conn.execute(
+                text(
+                    "SELECT relname FROM pg_class WHERE relname IN ('invoices', 'exports', 'audit_logs', 'members', "
+                    "'organizations') AND relrowsecurity AND relforcerowsecurity"
+                )
             )
-        ).scalars().all()
+            .scalars()
+            .all()
+        )
     assert (role.rolname, role.rolsuper, role.rolbypassrls) == ("invoice_app", False, False)
     assert "invoice_app" not in owners
     assert sorted(forced) == ["audit_logs", "exports", "invoices", "members", "organizations"]
@@ -61,7 +65,5 @@ def test_cross_tenant_write_is_refused(database: str) -> None:
             )
         )
     with tenant_transaction("org_acme") as session:
-        updated = session.execute(
-            text("UPDATE exports SET error = 'x' WHERE organization_id = 'org_globex'")
-        ).rowcount
+        updated = session.execute(text("UPDATE exports SET error = 'x' WHERE organization_id = 'org_globex'")).rowcount
     assert updated == 0

@@ -33,12 +33,12 @@ def test_header_and_bom() -> None:
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
-    values=st.lists(
-        st.tuples(awkward_text, awkward_text, st.one_of(st.none(), awkward_text)), min_size=1, max_size=6
-    ),
+    values=st.lists(st.tuples(awkward_text, awkward_text, st.one_of(st.none(), awkward_text)), min_size=1, max_size=6),
     amounts=st.lists(st.integers(min_value=-(10**12), max_value=10**12), min_size=6, max_size=6),
 )
-def test_awkward_values_round_trip(database: str, values: list[tuple[str, str, str | None]], amounts: list[int]) -> None:
+def test_awkward_values_round_trip(
+    database: str, values: list[tuple[str, str, str | None]], amounts: list[int]
+) -> None:
     currencies = ["USD", "JPY", "KWD", "EUR", "GBP", "SEK"]
     invoices = [
         {

@@ -20,7 +20,9 @@ def test_same_org_user_and_day_give_the_same_run(admin_conn) -> None:  # type: i
     assert again.export_id == first.export_id
     rows = admin_conn.execute(text("SELECT count(*) FROM exports WHERE organization_id = :o"), {"o": org_id})
     assert rows.scalar_one() == 1
-    queued = admin_conn.execute(text("SELECT count(*) FROM dbos.workflow_status WHERE workflow_uuid = :r"), {"r": first.run_id})
+    queued = admin_conn.execute(
+        text("SELECT count(*) FROM dbos.workflow_status WHERE workflow_uuid = :r"), {"r": first.run_id}
+    )
     assert queued.scalar_one() == 1
 
 
@@ -35,7 +37,9 @@ def test_next_utc_day_is_a_new_run(database: str) -> None:
 def test_failed_run_is_followed_by_a_new_attempt(admin_conn) -> None:  # type: ignore[no-untyped-def]
     org_id, user_id = make_org([{"issued_at": DAY}])
     first = start_export(org_id, user_id, now=DAY)
-    admin_conn.execute(text("UPDATE exports SET status = 'failed', error = 'boom' WHERE id = :i"), {"i": first.export_id})
+    admin_conn.execute(
+        text("UPDATE exports SET status = 'failed', error = 'boom' WHERE id = :i"), {"i": first.export_id}
+    )
     admin_conn.commit()
     second = start_export(org_id, user_id, now=DAY)
     assert second.export_id == first.export_id

@@ -32,7 +32,12 @@ def _all_pages(org_id: str, page_size: int) -> list[list[str]]:
 @pytest.mark.parametrize("page_size", [1, 2, 3, 7, 100])
 def test_keyset_pages_cover_ties_and_microseconds_exactly_once(database: str, page_size: int) -> None:
     # Groups of identical issue times, neighbours one microsecond apart, inserted out of order.
-    times = [T0] * 4 + [T0 + timedelta(microseconds=1)] * 3 + [T0 - timedelta(microseconds=1)] + [T0 + timedelta(days=1)] * 2
+    times = (
+        [T0] * 4
+        + [T0 + timedelta(microseconds=1)] * 3
+        + [T0 - timedelta(microseconds=1)]
+        + [T0 + timedelta(days=1)] * 2
+    )
     order = [5, 0, 9, 3, 8, 1, 7, 2, 6, 4]
     org_id, _ = make_org([{"number": f"N{i:02d}", "issued_at": times[i]} for i in order])
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import csv
 import io
+from datetime import UTC, datetime, timedelta
 from email import policy
 from email.parser import BytesParser
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from sqlalchemy import text
@@ -58,7 +58,9 @@ def test_finalize_updates_row_and_audit_in_one_transaction(worker, admin_conn) -
         text("SELECT xmin::text FROM exports WHERE id = :i"), {"i": view.export_id}
     ).scalar_one()
     audits = admin_conn.execute(
-        text("SELECT xmin::text, actor_id, metadata FROM audit_logs WHERE action = 'export.completed' AND target_id = :t"),
+        text(
+            "SELECT xmin::text, actor_id, metadata FROM audit_logs WHERE action = 'export.completed' AND target_id = :t"
+        ),
         {"t": str(view.export_id)},
     ).all()
     assert len(audits) == 1
@@ -75,7 +77,9 @@ def test_empty_org_fails_permanently_without_email(worker, admin_conn, data_dir:
     assert "no invoices" in (view.error or "")
     assert _outbox(data_dir, view.run_id) == []
     steps = admin_conn.execute(
-        text("SELECT count(*) FROM dbos.operation_outputs WHERE workflow_uuid = :r AND function_name LIKE '%write_page%'"),
+        text(
+            "SELECT count(*) FROM dbos.operation_outputs WHERE workflow_uuid = :r AND function_name LIKE '%write_page%'"
+        ),
         {"r": view.run_id},
     ).scalar_one()
     assert steps == 0
@@ -88,7 +92,9 @@ def test_empty_org_fails_permanently_without_email(worker, admin_conn, data_dir:
 
 def test_small_pages_give_the_same_file(worker, page_size, admin_conn) -> None:  # type: ignore[no-untyped-def]
     t0 = datetime(2026, 2, 1, tzinfo=UTC)
-    org_id, user_id = make_org([{"issued_at": t0 + timedelta(microseconds=i // 3), "memo": f"m{i}\n,"} for i in range(23)])
+    org_id, user_id = make_org(
+        [{"issued_at": t0 + timedelta(microseconds=i // 3), "memo": f"m{i}\n,"} for i in range(23)]
+    )
     page_size(4)
     started = start_export(org_id, user_id)
     view = wait_for_status(org_id, user_id, started.run_id)
@@ -97,7 +103,9 @@ def test_small_pages_give_the_same_file(worker, page_size, admin_conn) -> None: 
     rows = list(csv.reader(io.StringIO(Path(view.csv_path).read_bytes().decode("utf-8-sig"), newline="")))
     assert [r[0] for r in rows[1:]] == [f"T-{n:06d}" for n in range(1, 24)]
     pages = admin_conn.execute(
-        text("SELECT count(*) FROM dbos.operation_outputs WHERE workflow_uuid = :r AND function_name LIKE '%write_page%'"),
+        text(
+            "SELECT count(*) FROM dbos.operation_outputs WHERE workflow_uuid = :r AND function_name LIKE '%write_page%'"
+        ),
         {"r": view.run_id},
     ).scalar_one()
     assert pages == 6

@@ -11,8 +11,8 @@ import logging
 from pathlib import Path
 
 from alembic import command
-from psycopg import sql
 from alembic.config import Config
+from psycopg import sql
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import URL
 
@@ -60,7 +60,7 @@ def ensure_app_role(admin: URL, password: str | None) -> None:
                 return
             verb = "ALTER" if exists else "CREATE"
             attrs = "LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE"
-            statement = sql.SQL(f"{verb} ROLE {APP_ROLE} {attrs}")
+            statement: sql.Composable = sql.SQL(f"{verb} ROLE {APP_ROLE} {attrs}")
             if password:
                 # DDL takes no bind parameters: quote the password as a literal.
                 statement = statement + sql.SQL(" PASSWORD {}").format(sql.Literal(password))

@@ -126,16 +126,12 @@ def _ensure_org(session: Session, org_id: str, name: str) -> None:
 def _ensure_user(session: Session, user_id: str, name: str, password_hash: str) -> None:
     email = f"{user_id.removeprefix('user_')}@example.com"
     session.execute(
-        insert(User)
-        .values(id=user_id, email=email, name=name, password_hash=password_hash)
-        .on_conflict_do_nothing()
+        insert(User).values(id=user_id, email=email, name=name, password_hash=password_hash).on_conflict_do_nothing()
     )
 
 
 def _ensure_member(session: Session, org_id: str, user_id: str, role: str) -> None:
-    session.execute(
-        insert(Member).values(organization_id=org_id, user_id=user_id, role=role).on_conflict_do_nothing()
-    )
+    session.execute(insert(Member).values(organization_id=org_id, user_id=user_id, role=role).on_conflict_do_nothing())
 
 
 def seed(engine: Engine, extra_orgs: list[tuple[str, int]] | None = None) -> SeedSummary:

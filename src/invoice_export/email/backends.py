@@ -58,7 +58,9 @@ class SmtpBackend:
             raise
         except (smtplib.SMTPDataError, smtplib.SMTPSenderRefused) as exc:
             if 500 <= exc.smtp_code < 600:
-                raise PermanentEmailError(f"mail server refused the message: {exc.smtp_code} {exc.smtp_error!r}") from exc
+                raise PermanentEmailError(
+                    f"mail server refused the message: {exc.smtp_code} {exc.smtp_error!r}"
+                ) from exc
             raise
 
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.utils import format_datetime, formataddr
-from datetime import UTC, datetime
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 

@@ -25,7 +25,9 @@ def suppression_reason(session: Session, email: str) -> str | None:
     ).scalar_one_or_none()
 
 
-def send_unless_suppressed(session: Session, backend: EmailBackend, message: EmailMessage, to_email: str) -> SendOutcome:
+def send_unless_suppressed(
+    session: Session, backend: EmailBackend, message: EmailMessage, to_email: str
+) -> SendOutcome:
     """Send `message` unless `to_email` is on the suppression list; say which happened."""
     message_id = str(message["Message-ID"])
     reason = suppression_reason(session, to_email)

@@ -154,10 +154,7 @@ def list_exports(org_id: str, user_id: str, limit: int = 20) -> list[ExportView]
     with tenant_transaction(org_id, user_id) as session:
         require_membership(session, org_id, user_id)
         exports = session.execute(
-            select(Export)
-            .where(Export.organization_id == org_id)
-            .order_by(Export.requested_at.desc())
-            .limit(limit)
+            select(Export).where(Export.organization_id == org_id).order_by(Export.requested_at.desc()).limit(limit)
         ).scalars()
         return [_view(export, engine_status=None) for export in exports]
 
@@ -209,10 +206,7 @@ def list_org_exports(org_id: str, limit: int = 50) -> list[ExportView]:
     """The org's runs for the operator CLI (no member check: the CLI runs with database access)."""
     with tenant_transaction(org_id) as session:
         exports = session.execute(
-            select(Export)
-            .where(Export.organization_id == org_id)
-            .order_by(Export.requested_at.desc())
-            .limit(limit)
+            select(Export).where(Export.organization_id == org_id).order_by(Export.requested_at.desc()).limit(limit)
         ).scalars()
         return [_view(export, engine_status=None) for export in exports]
 

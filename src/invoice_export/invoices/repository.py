@@ -47,9 +47,7 @@ def count_invoices(session: Session, org_id: str, snapshot: datetime) -> int:
     )
 
 
-def read_csv_page(
-    session: Session, org_id: str, snapshot: datetime, after: Keyset | None, limit: int
-) -> CsvPage:
+def read_csv_page(session: Session, org_id: str, snapshot: datetime, after: Keyset | None, limit: int) -> CsvPage:
     """Up to `limit` invoices after `after`, as CSV records (CRLF, no header).
 
     The page's last key is found first with an index-only walk of at most `limit` entries; the
@@ -78,7 +76,7 @@ def read_csv_page(
                           FROM invoices i JOIN currencies c ON c.code = i.currency
                           WHERE {where} AND (i.issued_at, i.id) <= (%(last_ts)s::timestamptz, %(last_id)s)
                           ORDER BY i.issued_at, i.id) TO STDOUT (FORMAT csv)"""
-        chunks = []
+        chunks: list[bytes] = []
         with cur.copy(query, params) as copy:
             chunks.extend(bytes(chunk) for chunk in copy)
         rows = cur.rowcount

@@ -135,9 +135,7 @@ def send_ready_email(job: dict[str, Any], rows: int, download_url: str) -> dict[
     settings = get_settings()
     with tenant_transaction(job["org_id"]) as session:
         user = session.get(User, job["requested_by"])
-        org_name = session.execute(
-            select(Organization.name).where(Organization.id == job["org_id"])
-        ).scalar_one()
+        org_name = session.execute(select(Organization.name).where(Organization.id == job["org_id"])).scalar_one()
         assert user is not None
         message = export_ready_message(
             sender=settings.email_from,

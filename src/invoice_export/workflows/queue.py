@@ -30,9 +30,10 @@ def declare_queue(urls: DatabaseUrls) -> None:
     """Create the queue's row so that enqueues are valid before any worker has started."""
     from invoice_export.settings import get_settings
 
-    client = DBOSClient(system_database_url=urls.admin.set(drivername="postgresql").render_as_string(
-        hide_password=False
-    ), application_name=APP_NAME)
+    client = DBOSClient(
+        system_database_url=urls.admin.set(drivername="postgresql").render_as_string(hide_password=False),
+        application_name=APP_NAME,
+    )
     try:
         client.register_queue(QUEUE_NAME, **queue_options(get_settings().queue_poll_seconds))  # type: ignore[arg-type]
     finally:

@@ -14,16 +14,14 @@ def run_migrations_online() -> None:
         from invoice_export.db.urls import get_urls
 
         url = get_urls().admin
-    connectable = context.config.attributes.get("connection") or create_engine(url)
-    if hasattr(connectable, "connect"):
-        with connectable.connect() as connection:
+    engine = create_engine(url)
+    try:
+        with engine.connect() as connection:
             context.configure(connection=connection, target_metadata=target_metadata)
             with context.begin_transaction():
                 context.run_migrations()
-    else:
-        context.configure(connection=connectable, target_metadata=target_metadata)
-        with context.begin_transaction():
-            context.run_migrations()
+    finally:
+        engine.dispose()
 
 
 run_migrations_online()
