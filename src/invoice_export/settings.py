@@ -99,7 +99,8 @@ def load_settings() -> Settings:
         problems = []
         for error in exc.errors():
             name = ".".join(str(part) for part in error["loc"]).upper() or "settings"
-            shown = "" if name in _SECRET_NAMES else f" (got {error.get('input')!r})"
+            secret = name in _SECRET_NAMES or not error["loc"]
+            shown = "" if secret else f" (got {error.get('input')!r})"
             problems.append(f"{name}: {error['msg']}{shown}")
         raise SettingsError("invalid settings:\n  " + "\n  ".join(problems)) from None
 
