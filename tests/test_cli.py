@@ -1,0 +1,52 @@
+"""The CLI as a user runs it: a real process against the test database and a real worker."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+from tests.conftest import PROJECT
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "invoice_export", *args],
+        cwd=PROJECT,
+        env=os.environ.copy(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_export_wait_json_then_runs_show_and_list(worker) -> None:  # type: ignore[no-untyped-def]
+    done = cli("export", "--org", "org_initech", "--as", "user_erin", "--wait", "--json")
+    assert done.returncode == 0, done.stderr
+    run = json.loads(done.stdout)
+    expected_keys = {
+        "run_id", "export_id", "org_id", "requested_by", "status", "attempts", "pages_done", "pages_total",
+        "row_count", "csv_path", "download_url", "error", "requested_at", "started_at", "completed_at",
+    }  # fmt: skip
+    assert expected_keys <= set(run)
+    assert (run["status"], run["row_count"], run["org_id"]) == ("completed", 200, "org_initech")
+
+    shown = cli("runs", "show", run["run_id"], "--json")
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout)["run_id"] == run["run_id"]
+
+    listed = cli("runs", "list", "--org", "org_initech", "--json")
+    assert run["run_id"] in [r["run_id"] for r in json.loads(listed.stdout)]
+
+
+def test_bad_input_is_a_clear_error(database: str) -> None:
+    outsider = cli("export", "--org", "org_acme", "--as", "user_carol")
+    assert outsider.returncode == 2
+    assert "not a member" in outsider.stderr
+    unknown = cli("runs", "show", "exp-0000000000000000-1")
+    assert unknown.returncode == 2 and "no export run" in unknown.stderr
+    malformed = cli("runs", "show", "../../etc")
+    assert malformed.returncode == 2 and "malformed run id" in malformed.stderr
+    bad_seed = cli("db", "seed", "--extra-org", "acme:ten")
+    assert bad_seed.returncode == 2 and "ORG_ID:N" in bad_seed.stderr
