@@ -52,6 +52,20 @@ class Conflict(DomainError):
     title = "Conflict"
 
 
+class LinkExpired(DomainError):
+    """A genuine download link past its lifetime, followed by a member who may see the export:
+    the page offers a new export of that org."""
+
+    code = "link_expired"
+    status = 410
+    title = "Download link expired"
+
+    def __init__(self, org_id: str, org_name: str) -> None:
+        super().__init__(f"this download link has expired; start a new export of {org_name} to get a fresh file")
+        self.org_id = org_id
+        self.org_name = org_name
+
+
 class ExportFailed(DomainError):
     """A run ended without a file. Raised inside the workflow, so it must stay importable by
     any process that reads a run's result."""

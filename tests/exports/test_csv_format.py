@@ -11,14 +11,20 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from invoice_export.db.session import tenant_transaction
-from invoice_export.exports.csv_format import BOM, HEADER, records_to_crlf
+from invoice_export.exports.csv_format import BOM, FORMULA_TRIGGERS, HEADER, neutralize, records_to_crlf
 from invoice_export.invoices.repository import read_csv_page
 from tests.conftest import make_org
 
 # Text PostgreSQL can store: no NUL; any other character, including quotes, commas, CR and LF.
 awkward_text = st.text(
     alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=40
-) | st.sampled_from(['"', '""', ",", "\r\n", "\n", "\r", 'a,"b"\nc', " lead", "trail ", "Zoë, ß, 東京"])
+) | st.sampled_from(
+    ['"', '""', ",", "\r\n", "\n", "\r", 'a,"b"\nc', " lead", "trail ", "Zoë, ß, 東京", "'=quoted", "x\n=1+1"]
+)
+# Values a spreadsheet would run as formulas, alone and continued on further lines.
+formula_text = st.builds(
+    lambda trigger, rest: trigger + rest, st.sampled_from(FORMULA_TRIGGERS), awkward_text
+)
 
 
 def test_records_to_crlf_keeps_line_breaks_inside_quotes() -> None:
@@ -33,7 +39,11 @@ def test_header_and_bom() -> None:
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
-    values=st.lists(st.tuples(awkward_text, awkward_text, st.one_of(st.none(), awkward_text)), min_size=1, max_size=6),
+    values=st.lists(
+        st.tuples(awkward_text | formula_text, awkward_text | formula_text, st.none() | awkward_text | formula_text),
+        min_size=1,
+        max_size=6,
+    ),
     amounts=st.lists(st.integers(min_value=-(10**12), max_value=10**12), min_size=6, max_size=6),
 )
 def test_awkward_values_round_trip(
@@ -55,17 +65,51 @@ def test_awkward_values_round_trip(
     with tenant_transaction(org_id) as session:
         page = read_csv_page(session, org_id, datetime.now(UTC), None, 100)
     assert page.rows == len(invoices)
-    # Every record ends in CRLF; reading with the csv module gives back exactly what was stored.
+    # Every record ends in CRLF; reading with the csv module gives back exactly what was stored,
+    # with a leading apostrophe on exactly the text cells that would start a formula.
     assert page.data.endswith(b"\r\n")
     rows = list(csv.reader(io.StringIO(page.data.decode("utf-8"), newline="")))
     assert len(rows) == len(invoices)
     exponent = {"USD": 2, "JPY": 0, "KWD": 3, "EUR": 2, "GBP": 2, "SEK": 2}
     for row, invoice in zip(rows, invoices, strict=True):
-        assert row[2] == invoice["customer_name"]
-        assert row[3] == invoice["customer_email"]
-        assert row[8] == (invoice["memo"] or "")
+        assert row[2] == neutralize(str(invoice["customer_name"]))
+        assert row[3] == neutralize(str(invoice["customer_email"]))
+        assert row[8] == neutralize(str(invoice["memo"] or ""))
         scale = exponent[str(invoice["currency"])]
         expected = Decimal(int(invoice["amount_minor"])).scaleb(-scale)  # type: ignore[call-overload]
         assert Decimal(row[5]) == expected
         assert len(row[5].partition(".")[2]) == scale
         assert datetime.fromisoformat(row[6]) == invoice["issued_at"]
+
+
+def test_formula_cells_are_neutralized_and_numbers_stay_numbers(database: str) -> None:
+    cases = {
+        "=HYPERLINK(\"http://evil\",\"x\")": "'=HYPERLINK(\"http://evil\",\"x\")",
+        "+1+1": "'+1+1",
+        "-2+3": "'-2+3",
+        "@SUM(A1)": "'@SUM(A1)",
+        "\t=1": "'\t=1",
+        "\r=1": "'\r=1",
+        "=1+1\nsecond line": "'=1+1\nsecond line",
+        "first line\n=1+1": "first line\n=1+1",
+        " =1": " =1",
+        "a-b=c": "a-b=c",
+        "'already": "'already",
+    }
+    invoices = [
+        {
+            "customer_name": value,
+            "memo": value,
+            "amount_minor": -1250,
+            "currency": "EUR",
+            "issued_at": datetime(2026, 1, 1, tzinfo=UTC) + timedelta(microseconds=i),
+        }
+        for i, value in enumerate(cases)
+    ]
+    org_id, _ = make_org(invoices)
+    with tenant_transaction(org_id) as session:
+        page = read_csv_page(session, org_id, datetime.now(UTC), None, 100)
+    rows = list(csv.reader(io.StringIO(page.data.decode("utf-8"), newline="")))
+    assert [row[2] for row in rows] == list(cases.values())
+    assert [row[8] for row in rows] == list(cases.values())
+    assert {row[5] for row in rows} == {"-12.50"}

@@ -4,28 +4,11 @@ from __future__ import annotations
 
 import csv
 import io
-import re
 import time
 
-import pytest
 from fastapi.testclient import TestClient
 
-from invoice_export.web.app import create_app
-
-
-@pytest.fixture
-def client(database: str) -> TestClient:
-    return TestClient(create_app())
-
-
-def sign_in(client: TestClient, email: str) -> str:
-    response = client.post("/signin", data={"email": email, "password": "demo-password"}, follow_redirects=False)
-    assert response.status_code == 303, response.text
-    page = client.get("/inspector")
-    assert page.status_code == 200
-    match = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
-    assert match
-    return match.group(1)
+from tests.web.conftest import sign_in
 
 
 def test_sign_in_rejects_a_wrong_password(client: TestClient) -> None:

@@ -10,16 +10,17 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
 from invoice_export.db.models import Export
 from invoice_export.db.session import tenant_transaction
-from invoice_export.errors import Conflict, InvalidInput, NotFound
+from invoice_export.errors import Conflict, InvalidInput, LinkExpired, NotFound
 from invoice_export.exports.schemas import RUN_ID_PATTERN, ExportRequest, ExportView
 from invoice_export.exports.storage import get_storage
-from invoice_export.orgs.service import list_memberships, require_membership
+from invoice_export.exports.tokens import DownloadGrant
+from invoice_export.orgs.service import Membership, list_memberships, require_membership
 from invoice_export.settings import get_settings
 from invoice_export.workflows.queue import engine_client, enqueue_options
 
@@ -128,12 +129,31 @@ def find_export(session: Session, org_id: str, run_id: str) -> Export:
 
 
 def get_export(org_id: str, user_id: str, run_id: str) -> ExportView:
-    """The run's state from its row and the workflow engine, for a member of its org only."""
+    """The run's state from its row and the workflow engine, for a member of its org who may see it."""
     check_run_id(run_id)
     with tenant_transaction(org_id, user_id) as session:
-        require_membership(session, org_id, user_id)
+        membership = require_membership(session, org_id, user_id)
         export = find_export(session, org_id, run_id)
+        if not may_see(membership, export):
+            raise NotFound(f"no export run {run_id!r} in this organization")
     return _view(export, engine_status=engine_status(run_id))
+
+
+def may_see(membership: Membership, export: Export) -> bool:
+    """Who sees an export: an owner sees every export of the org, a member only their own.
+
+    Everything that shows or serves an export (pages, API, downloads, emailed links) asks this,
+    and an export the user may not see is answered exactly like an unknown one.
+    """
+    return export.organization_id == membership.org_id and (
+        membership.is_owner or export.requested_by == membership.user_id
+    )
+
+
+def _visible_to(membership: Membership) -> ColumnElement[bool]:
+    """`may_see` as a filter, for lists."""
+    in_org = Export.organization_id == membership.org_id
+    return in_org if membership.is_owner else in_org & (Export.requested_by == membership.user_id)
 
 
 def find_export_by_run_id(run_id: str) -> tuple[str, str]:
@@ -151,10 +171,11 @@ def find_export_by_run_id(run_id: str) -> tuple[str, str]:
 
 
 def list_exports(org_id: str, user_id: str, limit: int = 20) -> list[ExportView]:
+    """The org's recent exports that this user may see (see `may_see`), newest first."""
     with tenant_transaction(org_id, user_id) as session:
-        require_membership(session, org_id, user_id)
+        membership = require_membership(session, org_id, user_id)
         exports = session.execute(
-            select(Export).where(Export.organization_id == org_id).order_by(Export.requested_at.desc()).limit(limit)
+            select(Export).where(_visible_to(membership)).order_by(Export.requested_at.desc()).limit(limit)
         ).scalars()
         return [_view(export, engine_status=None) for export in exports]
 
@@ -212,55 +233,84 @@ def list_org_exports(org_id: str, limit: int = 50) -> list[ExportView]:
 
 
 def open_download(user_id: str, export_id: str) -> tuple[Path, str]:
-    """The finished file of `export_id` and its download name, for a member of its org.
+    """The finished file of `export_id` and its download name, for a user who may see it.
 
     The export is looked up in each of the user's orgs in turn (RLS hides the others), so an id
-    from an org the user is not in is indistinguishable from an unknown id. Every download is
-    audited.
+    from an org the user is not in, or another member's export, is indistinguishable from an
+    unknown id. Every download is audited.
     """
-    from invoice_export.audit.service import record
-
     try:
         wanted = uuid.UUID(export_id)
     except ValueError:
-        raise NotFound("no such export") from None
-    for org_id in _member_org_ids(user_id):
-        with tenant_transaction(org_id, user_id) as session:
-            export = session.execute(
-                select(Export).where(Export.organization_id == org_id, Export.id == wanted)
-            ).scalar_one_or_none()
-            if export is None:
-                continue
-            if export.status != "completed" or export.file_key is None:
-                raise Conflict("this export has no file yet")
-            path = get_storage().local_path(export.file_key)
-            if path is None or not path.exists():
-                raise NotFound("the export file is no longer stored; start a new export")
-            record(
-                session,
-                org_id=org_id,
-                actor_id=user_id,
-                action="export.downloaded",
-                target_type="export",
-                target_id=str(export.id),
-                metadata={"run_id": export.run_id},
-            )
-            return path, path.name
+        raise InvalidInput(f"malformed export id {export_id!r}: expected a UUID") from None
+    for membership in _memberships(user_id):
+        found = _serve_file(membership, wanted, via="app")
+        if found is not None:
+            return found
     raise NotFound("no such export")
 
 
-def _member_org_ids(user_id: str) -> list[str]:
+def open_download_by_token(user_id: str, grant: DownloadGrant) -> tuple[Path, str]:
+    """The file an emailed link points to, for a signed-in user who may see that export of that org.
+
+    The token binds export AND org: both must match one row, and the user must be a member who
+    may see it; otherwise NotFound, as for an unknown export. An expired link is refused with
+    `LinkExpired` only after the same checks, so it reveals nothing to anyone else.
+    """
+    membership = next((m for m in _memberships(user_id) if m.org_id == grant.org_id), None)
+    if membership is None:
+        raise NotFound("no such export")
+    if grant.expired:
+        with tenant_transaction(membership.org_id, user_id) as session:
+            export = session.get(Export, grant.export_id)
+            if export is None or not may_see(membership, export):
+                raise NotFound("no such export")
+        raise LinkExpired(membership.org_id, membership.org_name)
+    found = _serve_file(membership, grant.export_id, via="email_link")
+    if found is None:
+        raise NotFound("no such export")
+    return found
+
+
+def _serve_file(membership: Membership, export_id: uuid.UUID, via: str) -> tuple[Path, str] | None:
+    from invoice_export.audit.service import record
+
+    with tenant_transaction(membership.org_id, membership.user_id) as session:
+        export = session.execute(
+            select(Export).where(_visible_to(membership), Export.id == export_id)
+        ).scalar_one_or_none()
+        if export is None:
+            return None
+        if export.status != "completed" or export.file_key is None:
+            raise Conflict("this export has no file yet")
+        path = get_storage().local_path(export.file_key)
+        if path is None or not path.exists():
+            raise NotFound("the export file is no longer stored; start a new export")
+        record(
+            session,
+            org_id=membership.org_id,
+            actor_id=membership.user_id,
+            action="export.downloaded",
+            target_type="export",
+            target_id=str(export.id),
+            metadata={"run_id": export.run_id, "via": via},
+        )
+        return path, path.name
+
+
+def _memberships(user_id: str) -> list[Membership]:
     with tenant_transaction(None, user_id) as session:
-        return [m.org_id for m in list_memberships(session, user_id)]
+        return list_memberships(session, user_id)
 
 
 def get_export_for_user(user_id: str, run_id: str) -> ExportView:
-    """A run of any org the user belongs to; a run of another org is reported as unknown."""
+    """A run of any org the user belongs to, if they may see it (`may_see`); any other run,
+    of another org or another member, is reported exactly like an unknown one."""
     check_run_id(run_id)
-    for org_id in _member_org_ids(user_id):
-        with tenant_transaction(org_id, user_id) as session:
+    for membership in _memberships(user_id):
+        with tenant_transaction(membership.org_id, user_id) as session:
             export = session.execute(
-                select(Export).where(Export.organization_id == org_id, Export.run_id == run_id)
+                select(Export).where(_visible_to(membership), Export.run_id == run_id)
             ).scalar_one_or_none()
         if export is not None:
             return _view(export, engine_status=engine_status(run_id))

@@ -6,11 +6,16 @@ from datetime import timedelta
 from typing import Annotated
 from urllib.parse import urlparse
 
+from pathlib import Path
+
 from fastapi import APIRouter, Depends, Form, Request
+from fastapi import Path as Path_
 from fastapi.responses import FileResponse, RedirectResponse, Response
 
-from invoice_export.errors import NotFound
-from invoice_export.exports.service import list_exports, open_download, start_export
+from invoice_export.errors import LinkExpired, NotFound
+from invoice_export.exports.schemas import ORG_ID_PATTERN
+from invoice_export.exports.service import list_exports, open_download, open_download_by_token, start_export
+from invoice_export.exports.tokens import InvalidToken, read_download_token
 from invoice_export.orgs.sessions import authenticate, create_session, end_session, set_active_org
 from invoice_export.settings import get_settings
 from invoice_export.web.deps import SESSION_COOKIE, CurrentMember, CurrentUser, csrf_form
@@ -98,12 +103,51 @@ def inspector(request: Request, ctx: CurrentMember) -> Response:
 
 
 @router.post("/exports", dependencies=[Depends(csrf_form)])
-def start_export_action(ctx: CurrentMember) -> Response:
-    view = start_export(ctx.membership.org_id, ctx.user.user_id)
+def start_export_action(
+    ctx: CurrentMember, org_id: Annotated[str | None, Form(max_length=100, pattern=ORG_ID_PATTERN)] = None
+) -> Response:
+    """Start today's export of the active org, or of `org_id` (one of the user's orgs, which then
+    becomes the active one: the expired-link page names the org the link was for)."""
+    if org_id is not None and org_id != ctx.membership.org_id:
+        if org_id not in {m.org_id for m in ctx.memberships}:
+            raise NotFound("no such organization")
+        set_active_org(ctx.user.session_id, org_id)
+    view = start_export(org_id or ctx.membership.org_id, ctx.user.user_id)
     return RedirectResponse(f"/inspector?run={view.run_id}", status_code=303)
+
+
+def _csv_file(path: Path, name: str) -> Response:
+    return FileResponse(
+        path, media_type="text/csv; charset=utf-8", filename=name, headers={"Cache-Control": "private, no-store"}
+    )
 
 
 @router.get("/exports/{export_id}/download")
 def download(user: CurrentUser, export_id: str) -> Response:
-    path, name = open_download(user.user_id, export_id)
-    return FileResponse(path, media_type="text/csv; charset=utf-8", filename=name)
+    """The in-app link: the session's user must be allowed to see the export (`may_see`)."""
+    return _csv_file(*open_download(user.user_id, export_id))
+
+
+@router.get("/downloads/{token}")
+def download_link(request: Request, ctx: CurrentMember, token: Annotated[str, Path_(max_length=512)]) -> Response:
+    """The emailed link. Signed out: sign in first and come back. Tampered, foreign or not
+    visible: 404 like an unknown export. Expired: a page that offers a fresh export."""
+    try:
+        grant = read_download_token(token)
+    except InvalidToken:
+        raise NotFound("no such export") from None
+    try:
+        return _csv_file(*open_download_by_token(ctx.user.user_id, grant))
+    except LinkExpired as expired:
+        return templates.TemplateResponse(
+            request,
+            "link_expired.html",
+            {
+                "ctx": ctx,
+                "csrf_token": ctx.user.csrf_token,
+                "org_id": expired.org_id,
+                "org_name": expired.org_name,
+                "ttl_days": get_settings().download_link_ttl_days,
+            },
+            status_code=expired.status,
+        )

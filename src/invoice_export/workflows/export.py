@@ -24,6 +24,7 @@ from invoice_export.errors import ExportFailed, NothingToExport
 from invoice_export.exports.csv_format import BOM, HEADER
 from invoice_export.exports.schemas import ExportRequest
 from invoice_export.exports.storage import get_storage
+from invoice_export.exports.tokens import download_url as signed_download_url
 from invoice_export.invoices.repository import Keyset, count_invoices, read_csv_page
 from invoice_export.settings import get_settings
 from invoice_export.workflows.queue import WORKFLOW_NAME
@@ -120,8 +121,8 @@ def assemble_file(job: dict[str, Any], pages: int) -> dict[str, Any]:
     name = f"invoices-{job['org_id']}-{job['day_bucket']}.csv"
     stored = storage.assemble(job["export_id"], job["attempt"], pages, BOM + HEADER, name)
     storage.remove_parts(job["export_id"], job["attempt"])
-    base = get_settings().public_base_url.rstrip("/")
-    return {"key": stored.key, "bytes": stored.size, "download_url": f"{base}/exports/{job['export_id']}/download"}
+    link = signed_download_url(job["export_id"], job["org_id"])
+    return {"key": stored.key, "bytes": stored.size, "download_url": link}
 
 
 def _is_transient(error: BaseException) -> bool:
