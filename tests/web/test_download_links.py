@@ -91,7 +91,9 @@ def test_a_tampered_or_foreign_link_is_404(client: TestClient, admin_conn) -> No
 
 
 def test_an_expired_link_offers_a_new_export(
-    client: TestClient, admin_conn, monkeypatch: pytest.MonkeyPatch  # type: ignore[no-untyped-def]
+    client: TestClient,
+    admin_conn,
+    monkeypatch: pytest.MonkeyPatch,  # type: ignore[no-untyped-def]
 ) -> None:
     export = completed_export("org_globex", "user_bob", date(2025, 3, 2))
     ttl = get_settings().download_link_ttl_days

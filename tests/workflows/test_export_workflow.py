@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from datetime import UTC, datetime, timedelta
 from email import policy
 from email.parser import BytesParser
@@ -13,6 +14,7 @@ from sqlalchemy import text
 
 from invoice_export.email.message import message_id_for
 from invoice_export.exports.service import start_export
+from invoice_export.exports.tokens import read_download_token
 from tests.conftest import make_org, wait_for_status
 
 
@@ -46,7 +48,10 @@ def test_acme_export_end_to_end(worker, admin_conn, data_dir: Path) -> None:  # 
     message = BytesParser(policy=policy.default).parse(mails[0].open("rb"))
     assert message["To"] == "Alice Anders <alice@example.com>"
     assert message["Message-ID"] == message_id_for(view.run_id)
-    assert f"/exports/{view.export_id}/download" in message.get_body(("plain",)).get_content()
+    link = re.search(r"/downloads/(\S+)", message.get_body(("plain",)).get_content())
+    assert link, "the email carries the signed download link"
+    grant = read_download_token(link.group(1))
+    assert (grant.export_id, grant.org_id, grant.expired) == (view.export_id, "org_acme", False)
     assert message.get_body(("html",)) is not None
 
 

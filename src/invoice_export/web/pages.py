@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
 from typing import Annotated
 from urllib.parse import urlparse
-
-from pathlib import Path
 
 from fastapi import APIRouter, Depends, Form, Request
 from fastapi import Path as Path_
