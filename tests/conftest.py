@@ -165,18 +165,27 @@ def wait_for_status(org_id: str, user_id: str, run_id: str, timeout: float = 60)
         time.sleep(0.05)
 
 
-def make_org(invoices: list[dict[str, object]], role: str = "owner") -> tuple[str, str]:
-    """A fresh org with `invoices` and one member; returns (org_id, user_id)."""
+def make_org(invoices: list[dict[str, object]], role: str = "owner", password: str | None = None) -> tuple[str, str]:
+    """A fresh org with `invoices` and one member (who can sign in with `password`, if given,
+    as t<suffix>@example.com); returns (org_id, user_id)."""
     from sqlalchemy.orm import Session
 
     from invoice_export.db.models import Invoice, Member, Organization, User
     from invoice_export.db.session import admin_engine, set_tenant
+    from invoice_export.orgs.passwords import hash_password
 
     suffix = secrets.token_hex(4)
     org_id, user_id = f"org_t{suffix}", f"user_t{suffix}"
     with Session(admin_engine()) as session, session.begin():
         session.add(Organization(id=org_id, name=f"Test {suffix}"))
-        session.add(User(id=user_id, email=f"t{suffix}@example.com", name=f"Tester {suffix}", password_hash="x"))
+        session.add(
+            User(
+                id=user_id,
+                email=f"t{suffix}@example.com",
+                name=f"Tester {suffix}",
+                password_hash=hash_password(password) if password else "x",
+            )
+        )
         session.flush()
         set_tenant(session, org_id)
         session.add(Member(organization_id=org_id, user_id=user_id, role=role))

@@ -51,6 +51,13 @@ class Settings(BaseSettings):
     smtp_timeout_seconds: float = Field(10.0, gt=0)
     download_link_ttl_days: int = Field(7, ge=1, le=365)
     session_ttl_hours: int = Field(12, ge=1, le=24 * 90)
+    signin_free_failures_per_account: int = Field(
+        5, ge=1, le=1000, description="failed sign-ins of one account before each next try must wait"
+    )
+    signin_free_failures_per_client: int = Field(
+        20, ge=1, le=100_000, description="failed sign-ins from one client address before each next try must wait"
+    )
+    max_body_bytes: int = Field(64 * 1024, ge=1024, le=100 * 1024 * 1024, description="largest request body accepted")
 
     @field_validator("database_url", "app_database_url")
     @classmethod
@@ -78,6 +85,12 @@ class Settings(BaseSettings):
             if self.app_db_password == "invoice-app-dev-password":
                 raise ValueError("APP_DB_PASSWORD must be set to a real password in production")
         return self
+
+    @property
+    def secure_cookies(self) -> bool:
+        """Cookies are marked Secure (HTTPS only) everywhere but local development and tests,
+        which run on plain http://127.0.0.1."""
+        return self.app_env == "production"
 
     @property
     def data_dir(self) -> Path:

@@ -3,6 +3,7 @@ the active org, a CSRF token and an expiry. Signing in always creates a new sess
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import secrets
 from dataclasses import dataclass
@@ -13,7 +14,7 @@ from sqlalchemy import delete, select, update
 from invoice_export.db.models import Session as SessionRow
 from invoice_export.db.models import User
 from invoice_export.db.session import app_transaction
-from invoice_export.orgs.passwords import verify_password
+from invoice_export.orgs.passwords import hash_password, verify_password
 
 
 @dataclass(frozen=True)
@@ -30,20 +31,34 @@ def _digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+@functools.cache
+def _decoy_hash() -> str:
+    return hash_password(secrets.token_urlsafe(16))
+
+
 def authenticate(email: str, password: str) -> User | None:
+    """The user with this email and password, or None. An unknown email costs the same argon2
+    verification as a wrong password, so response times do not reveal which emails exist."""
     with app_transaction() as session:
         user = session.execute(select(User).where(User.email == email.strip().lower())).scalar_one_or_none()
-    if user is None or not verify_password(user.password_hash, password):
+    if user is None:
+        verify_password(_decoy_hash(), password)
+        return None
+    if not verify_password(user.password_hash, password):
         return None
     return user
 
 
 def create_session(user_id: str, ttl: timedelta, replaces: str | None = None) -> str:
-    """A new session token for `user_id`; the session it replaces (if any) is deleted."""
+    """A new session token for `user_id` (rotation: a token known before sign-in is never the
+    signed-in one). The session it replaces, and the user's expired sessions, are deleted."""
     token = secrets.token_urlsafe(32)
     with app_transaction() as session:
         if replaces:
             session.execute(delete(SessionRow).where(SessionRow.id == _digest(replaces)))
+        session.execute(
+            delete(SessionRow).where(SessionRow.user_id == user_id, SessionRow.expires_at <= datetime.now(UTC))
+        )
         session.add(
             SessionRow(
                 id=_digest(token),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
@@ -12,7 +12,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from invoice_export.errors import DomainError
 from invoice_export.web import api, pages
-from invoice_export.web.deps import SignInRequired
+from invoice_export.web.deps import SignInRequired, protect_state_changes
 from invoice_export.web.templating import templates
 
 STATIC = Path(__file__).parent / "static"
@@ -47,7 +47,13 @@ def _problem(request: Request, status: int, title: str, detail: str, code: str) 
 
 
 def create_app() -> FastAPI:
-    app = FastAPI(title="invoice-export", version="1", docs_url="/api/docs", openapi_url="/api/openapi.json")
+    app = FastAPI(
+        title="invoice-export",
+        version="1",
+        docs_url="/api/docs",
+        openapi_url="/api/openapi.json",
+        dependencies=[Depends(protect_state_changes)],
+    )
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.include_router(pages.router)
     app.include_router(api.router)

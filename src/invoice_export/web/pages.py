@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated
@@ -16,8 +17,9 @@ from invoice_export.exports.schemas import ORG_ID_PATTERN
 from invoice_export.exports.service import list_exports, open_download, open_download_by_token, start_export
 from invoice_export.exports.tokens import InvalidToken, read_download_token
 from invoice_export.orgs.sessions import authenticate, create_session, end_session, set_active_org
+from invoice_export.orgs.throttle import ThrottleKey, record_failure, record_success, retry_after
 from invoice_export.settings import get_settings
-from invoice_export.web.deps import SESSION_COOKIE, CurrentMember, CurrentUser, csrf_form
+from invoice_export.web.deps import SESSION_COOKIE, CurrentMember, CurrentUser, client_address, csrf_form
 from invoice_export.web.templating import templates
 
 router = APIRouter(include_in_schema=False)
@@ -47,15 +49,33 @@ def signin(
     password: Annotated[str, Form(max_length=1024)],
     next: Annotated[str | None, Form(max_length=2048)] = None,
 ) -> Response:
-    user = authenticate(email, password)
+    """Sign in and rotate the session. Repeated failures slow down further tries for the account
+    and for the client address (`orgs/throttle.py`); a refused try says how long to wait."""
+    settings = get_settings()
+    account = ThrottleKey.account(email, settings.signin_free_failures_per_account)
+    keys = [account, ThrottleKey.client(client_address(request), settings.signin_free_failures_per_client)]
+    wait = retry_after(keys)
+    user = authenticate(email, password) if not wait else None
     if user is None:
-        return templates.TemplateResponse(
+        if not wait:
+            wait = record_failure(keys)
+            error = "That email and password do not match an account."
+            if wait:
+                error += f" Too many failed sign-ins: wait {_duration(wait)} before trying again."
+            status = 401
+        else:
+            error = f"Too many failed sign-ins for this account or from your network. Try again in {_duration(wait)}."
+            status = 429
+        response = templates.TemplateResponse(
             request,
             "signin.html",
-            {"next": _safe_next(next), "error": "That email and password do not match an account.", "email": email},
-            status_code=401,
+            {"next": _safe_next(next), "error": error, "email": email},
+            status_code=status,
         )
-    settings = get_settings()
+        if wait:
+            response.headers["Retry-After"] = str(wait)
+        return response
+    record_success(account)
     ttl = timedelta(hours=settings.session_ttl_hours)
     token = create_session(user.id, ttl, replaces=request.cookies.get(SESSION_COOKIE))
     response = RedirectResponse(_safe_next(next), status_code=303)
@@ -65,10 +85,16 @@ def signin(
         max_age=int(ttl.total_seconds()),
         httponly=True,
         samesite="lax",
-        secure=settings.app_env == "production",
+        secure=settings.secure_cookies,
         path="/",
     )
     return response
+
+
+def _duration(seconds: int) -> str:
+    if seconds < 90:
+        return f"{seconds} seconds"
+    return f"{math.ceil(seconds / 60)} minutes"
 
 
 @router.post("/signout", dependencies=[Depends(csrf_form)])
@@ -77,7 +103,9 @@ def signout(request: Request) -> Response:
     if token:
         end_session(token)
     response = RedirectResponse("/signin", status_code=303)
-    response.delete_cookie(SESSION_COOKIE, path="/")
+    response.delete_cookie(
+        SESSION_COOKIE, path="/", httponly=True, samesite="lax", secure=get_settings().secure_cookies
+    )
     return response
 
 

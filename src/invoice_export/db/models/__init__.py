@@ -9,6 +9,7 @@ from invoice_export.db.models.invoice import Invoice
 from invoice_export.db.models.member import Member
 from invoice_export.db.models.organization import Organization
 from invoice_export.db.models.session import Session
+from invoice_export.db.models.sign_in_throttle import SignInThrottle
 from invoice_export.db.models.user import User
 
 __all__ = [
@@ -22,5 +23,6 @@ __all__ = [
     "Member",
     "Organization",
     "Session",
+    "SignInThrottle",
     "User",
 ]
