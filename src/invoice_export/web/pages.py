@@ -66,15 +66,15 @@ def signin(
         else:
             error = f"Too many failed sign-ins for this account or from your network. Try again in {_duration(wait)}."
             status = 429
-        response = templates.TemplateResponse(
+        refused = templates.TemplateResponse(
             request,
             "signin.html",
             {"next": _safe_next(next), "error": error, "email": email},
             status_code=status,
         )
         if wait:
-            response.headers["Retry-After"] = str(wait)
-        return response
+            refused.headers["Retry-After"] = str(wait)
+        return refused
     record_success(account)
     ttl = timedelta(hours=settings.session_ttl_hours)
     token = create_session(user.id, ttl, replaces=request.cookies.get(SESSION_COOKIE))
