@@ -11,8 +11,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from invoice_export.db.session import tenant_transaction
-from invoice_export.exports.csv_format import BOM, FORMULA_TRIGGERS, HEADER, neutralize, records_to_crlf
-from invoice_export.invoices.repository import read_csv_page
+from invoice_export.exports.csv_format import BOM, FORMULA_TRIGGERS, HEADER, crlf_records, neutralize
+from invoice_export.invoices.repository import current_snapshot, read_csv_page
 from tests.conftest import make_org
 
 # Text PostgreSQL can store: no NUL; any other character, including quotes, commas, CR and LF.
@@ -25,9 +25,10 @@ awkward_text = st.text(
 formula_text = st.builds(lambda trigger, rest: trigger + rest, st.sampled_from(FORMULA_TRIGGERS), awkward_text)
 
 
-def test_records_to_crlf_keeps_line_breaks_inside_quotes() -> None:
-    data = b'a,"x\ny"\nb,"p""\nq"\n'
-    assert records_to_crlf(data) == b'a,"x\ny"\r\nb,"p""\nq"\r\n'
+def test_crlf_records_keeps_line_breaks_inside_quotes() -> None:
+    records = [b'a,"x\ny"\n', memoryview(b'b,"p""\nq"\n')]
+    assert crlf_records(records) == b'a,"x\ny"\r\nb,"p""\nq"\r\n'
+    assert crlf_records([]) == b""
 
 
 def test_header_and_bom() -> None:
@@ -61,7 +62,7 @@ def test_awkward_values_round_trip(
     ]
     org_id, _ = make_org(invoices)
     with tenant_transaction(org_id) as session:
-        page = read_csv_page(session, org_id, datetime.now(UTC), None, 100)
+        page = read_csv_page(session, org_id, current_snapshot(session), None, 100)
     assert page.rows == len(invoices)
     # Every record ends in CRLF; reading with the csv module gives back exactly what was stored,
     # with a leading apostrophe on exactly the text cells that would start a formula.
@@ -106,7 +107,7 @@ def test_formula_cells_are_neutralized_and_numbers_stay_numbers(database: str) -
     ]
     org_id, _ = make_org(invoices)
     with tenant_transaction(org_id) as session:
-        page = read_csv_page(session, org_id, datetime.now(UTC), None, 100)
+        page = read_csv_page(session, org_id, current_snapshot(session), None, 100)
     rows = list(csv.reader(io.StringIO(page.data.decode("utf-8"), newline="")))
     assert [row[2] for row in rows] == list(cases.values())
     assert [row[8] for row in rows] == list(cases.values())

@@ -196,7 +196,7 @@ def seed_extra_org(engine: Engine, org_id: str, count: int, password_hash: str) 
                            + ((n * 104729) % 1000000) * interval '1 microsecond' * (n % 3),
                        timestamptz '2025-01-31 00:00:00+00' + (n / 3) * interval '1 second',
                        CASE WHEN n % 4 = 0 THEN 'Memo, with "quotes"' ELSE NULL END
-                FROM generate_series(1, :count) AS n
+                FROM generate_series(1::bigint, :count) AS n
                 ON CONFLICT ON CONSTRAINT uq_invoices_organization_id DO NOTHING
                 """
             ),

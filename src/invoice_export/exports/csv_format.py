@@ -2,12 +2,14 @@
 one header row, UTF-8 with a byte-order mark so spreadsheets detect the encoding, and no text
 cell that a spreadsheet would run as a formula.
 
-Quoting is PostgreSQL's own CSV writer (COPY ... FORMAT csv). COPY ends records with LF; an LF is
-a record end exactly when the quotes seen so far in the record are balanced (an LF inside a
-quoted field is data and is kept as is), which `records_to_crlf` uses to switch ends to CRLF.
+Quoting is PostgreSQL's own CSV writer (COPY ... FORMAT csv). COPY ends records with LF, and the
+protocol sends exactly one record per CopyData message, so `crlf_records` switches each message's
+final LF to CRLF without looking inside fields (an LF inside a quoted field is data, kept as is).
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterable
 
 BOM = "\ufeff".encode()
 
@@ -63,18 +65,7 @@ SELECT_CSV_COLUMNS = f"""
     {_text_cell("i.memo")}"""
 
 
-def records_to_crlf(data: bytes) -> bytes:
-    """Turn COPY's LF record ends into CRLF, leaving line breaks inside quoted fields untouched."""
-    if not data:
-        return data
-    pieces = data.split(b"\n")
-    out: list[bytes] = []
-    open_quotes = 0
-    for piece in pieces[:-1]:
-        open_quotes += piece.count(b'"')
-        out.append(piece)
-        out.append(b"\r\n" if open_quotes % 2 == 0 else b"\n")
-        if open_quotes % 2 == 0:
-            open_quotes = 0
-    out.append(pieces[-1])
-    return b"".join(out)
+def crlf_records(records: Iterable[bytes | bytearray | memoryview]) -> bytes:
+    """Join COPY's records (one per CopyData message, each ending in LF) with CRLF record ends."""
+    lines = [record[:-1] for record in records]
+    return b"\r\n".join(lines) + b"\r\n" if lines else b""

@@ -108,6 +108,7 @@ def _begin_new_attempt(export: Export, key: str) -> None:
     export.file_key = None
     export.download_url = None
     export.snapshot_at = None
+    export.snapshot = None
     export.started_at = None
     export.completed_at = None
     export.requested_at = datetime.now(UTC)

@@ -1,19 +1,28 @@
-"""Reads of an org's invoices for the export: a count and keyset pages in (issued_at, id) order.
+"""Reads of an org's invoices for the export: a snapshot, a count and keyset pages in
+(issued_at, id) order, all as of one snapshot.
+
+An export spans many transactions (one per page), so "the invoices as of the snapshot" cannot be
+left to MVCC. Each invoice row carries the transaction that wrote it (`version_xid`) and every
+version an UPDATE or DELETE replaces is kept in `invoice_versions` with the transaction that
+replaced it (`replaced_by`), by a trigger (migration 0002). The version of an invoice in snapshot S
+is then the one whose writer S sees and whose replacer S does not see: a current row with
+`visible(version_xid)`, or a kept version with `visible(version_xid) AND NOT visible(replaced_by)`.
+At most one such version exists per invoice, so pages neither skip nor repeat rows, whatever is
+inserted, updated (issue times included) or deleted while the export runs.
 
 Pages are rendered to CSV by PostgreSQL itself (`COPY (SELECT ...) TO STDOUT (FORMAT csv)`), so
-Python never touches a row: it receives one page as bytes.
+Python never parses a row: it receives one page as bytes.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
 
 import psycopg
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from invoice_export.exports.csv_format import SELECT_CSV_COLUMNS, records_to_crlf
+from invoice_export.exports.csv_format import SELECT_CSV_COLUMNS, crlf_records
 
 
 @dataclass(frozen=True)
@@ -28,44 +37,113 @@ class Keyset:
 
 
 @dataclass(frozen=True)
+class Snapshot:
+    """A `pg_snapshot` in text form (`xmin:xmax:xip,...`) and its xmin: transactions below xmin
+    are settled (seen if committed), which spares most rows the full visibility test."""
+
+    text: str
+    xmin: str
+
+    def as_dict(self) -> dict[str, str]:
+        return {"text": self.text, "xmin": self.xmin}
+
+
+@dataclass(frozen=True)
 class CsvPage:
     data: bytes
     rows: int
     last: Keyset | None
 
 
-_IN_SNAPSHOT = "i.organization_id = %(org)s AND i.created_at <= %(snapshot)s"
-_AFTER = "(i.issued_at, i.id) > (%(after_ts)s::timestamptz, %(after_id)s)"
+INVOICE_COLUMNS = (
+    "id, organization_id, number, customer_name, customer_email, amount_minor, currency, status, "
+    "issued_at, due_at, memo, created_at"
+)
+_CURRENT = (
+    "organization_id = %(org)s"
+    " AND (version_xid < %(xmin)s::xid8 OR pg_visible_in_snapshot(version_xid, %(snap)s::pg_snapshot))"
+)
+_KEPT = (
+    "organization_id = %(org)s AND replaced_by >= %(xmin)s::xid8"
+    " AND pg_visible_in_snapshot(version_xid, %(snap)s::pg_snapshot)"
+    " AND NOT pg_visible_in_snapshot(replaced_by, %(snap)s::pg_snapshot)"
+)
+_AFTER = " AND (issued_at, id) > (%(after_ts)s::timestamptz, %(after_id)s)"
+_UP_TO = " AND (issued_at, id) <= (%(last_ts)s::timestamptz, %(last_id)s)"
+_ISO_UTC = """'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"'"""
 
 
-def count_invoices(session: Session, org_id: str, snapshot: datetime) -> int:
-    return int(
-        session.execute(
-            text("SELECT count(*) FROM invoices i WHERE i.organization_id = :org AND i.created_at <= :snapshot"),
-            {"org": org_id, "snapshot": snapshot},
-        ).scalar_one()
-    )
+def current_snapshot(session: Session) -> Snapshot:
+    row = session.execute(text("SELECT s::text, pg_snapshot_xmin(s)::text FROM pg_current_snapshot() AS s")).one()
+    return Snapshot(text=row[0], xmin=row[1])
 
 
-def read_csv_page(session: Session, org_id: str, snapshot: datetime, after: Keyset | None, limit: int) -> CsvPage:
-    """Up to `limit` invoices after `after`, as CSV records (CRLF, no header).
+def prune_versions(session: Session, org_id: str, keep_for_export: object | None = None) -> int:
+    """Delete the org's kept versions that no running export's snapshot can need, then hold the
+    org's snapshot lock until the transaction ends.
 
-    The page's last key is found first with an index-only walk of at most `limit` entries; the
-    COPY then reads exactly the rows between the two keys. Both run in the caller's transaction.
+    Call it before `current_snapshot` in the transaction that records a new export snapshot: the
+    lock orders pruners and snapshot takers of one org, so a snapshot is recorded before any
+    pruner can judge the versions it needs. A version replaced by a transaction below a snapshot's
+    xmin is not needed by that snapshot, nor by any snapshot taken after the deletion sees it.
     """
-    params: dict[str, object] = {"org": org_id, "snapshot": snapshot, "limit": limit}
-    where = _IN_SNAPSHOT
-    if after is not None:
-        where += " AND " + _AFTER
-        params |= {"after_ts": after.issued_at, "after_id": after.id}
+    session.execute(
+        text("SELECT pg_advisory_xact_lock(hashtextextended('invoice-export snapshot ' || :org, 0))"), {"org": org_id}
+    )
+    result = session.execute(
+        text(
+            """DELETE FROM invoice_versions v
+               WHERE v.organization_id = :org
+                 AND NOT EXISTS (
+                     SELECT 1 FROM exports e
+                     WHERE e.organization_id = :org AND e.status = 'running' AND e.snapshot IS NOT NULL
+                       AND e.id IS DISTINCT FROM :keep
+                       AND v.replaced_by >= pg_snapshot_xmin(e.snapshot::pg_snapshot))"""
+        ),
+        {"org": org_id, "keep": keep_for_export},
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+def _params(org_id: str, snapshot: Snapshot, after: Keyset | None) -> tuple[dict[str, object], str]:
+    params: dict[str, object] = {"org": org_id, "snap": snapshot.text, "xmin": snapshot.xmin}
+    if after is None:
+        return params, ""
+    return params | {"after_ts": after.issued_at, "after_id": after.id}, _AFTER
+
+
+def count_invoices(session: Session, org_id: str, snapshot: Snapshot) -> int:
+    params, _ = _params(org_id, snapshot, None)
+    conn: psycopg.Connection = session.connection().connection.driver_connection  # type: ignore[assignment]
+    row = conn.execute(
+        f"""SELECT (SELECT count(*) FROM invoices WHERE {_CURRENT})
+                 + (SELECT count(*) FROM invoice_versions WHERE {_KEPT})""",
+        params,
+    ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def read_csv_page(session: Session, org_id: str, snapshot: Snapshot, after: Keyset | None, limit: int) -> CsvPage:
+    """Up to `limit` invoices of `snapshot` after `after`, as CSV records (CRLF, no header).
+
+    The page's last key is found first with an index-only walk of at most `limit` entries per
+    table; the COPY then reads exactly the rows between the two keys. Both must run in one
+    REPEATABLE READ transaction (the caller's), so that they see the same rows.
+    """
+    params, after_sql = _params(org_id, snapshot, after)
     conn: psycopg.Connection = session.connection().connection.driver_connection  # type: ignore[assignment]
     with conn.cursor() as cur:
         cur.execute(
-            f"""SELECT to_char(issued_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"'), id
-                FROM (SELECT i.issued_at, i.id FROM invoices i WHERE {where}
-                      ORDER BY i.issued_at, i.id LIMIT %(limit)s) AS page
+            f"""SELECT to_char(issued_at AT TIME ZONE 'UTC', {_ISO_UTC}), id
+                FROM ((SELECT issued_at, id FROM invoices WHERE {_CURRENT}{after_sql}
+                       ORDER BY issued_at, id LIMIT %(limit)s)
+                      UNION ALL
+                      (SELECT issued_at, id FROM invoice_versions WHERE {_KEPT}{after_sql}
+                       ORDER BY issued_at, id LIMIT %(limit)s)
+                      ORDER BY issued_at, id LIMIT %(limit)s) AS page
                 ORDER BY issued_at DESC, id DESC LIMIT 1""",
-            params,
+            params | {"limit": limit},
         )
         last_row = cur.fetchone()
         if last_row is None:
@@ -73,11 +151,13 @@ def read_csv_page(session: Session, org_id: str, snapshot: datetime, after: Keys
         last = Keyset(issued_at=last_row[0], id=last_row[1])
         params |= {"last_ts": last.issued_at, "last_id": last.id}
         query = f"""COPY (SELECT {SELECT_CSV_COLUMNS}
-                          FROM invoices i JOIN currencies c ON c.code = i.currency
-                          WHERE {where} AND (i.issued_at, i.id) <= (%(last_ts)s::timestamptz, %(last_id)s)
+                          FROM (SELECT {INVOICE_COLUMNS} FROM invoices WHERE {_CURRENT}{after_sql}{_UP_TO}
+                                UNION ALL
+                                SELECT {INVOICE_COLUMNS} FROM invoice_versions WHERE {_KEPT}{after_sql}{_UP_TO}
+                               ) AS i
+                          JOIN currencies c ON c.code = i.currency
                           ORDER BY i.issued_at, i.id) TO STDOUT (FORMAT csv)"""
-        chunks: list[bytes] = []
         with cur.copy(query, params) as copy:
-            chunks.extend(bytes(chunk) for chunk in copy)
+            data = crlf_records(copy)
         rows = cur.rowcount
-    return CsvPage(data=records_to_crlf(b"".join(chunks)), rows=rows, last=last)
+    return CsvPage(data=data, rows=rows, last=last)

@@ -25,7 +25,14 @@ from invoice_export.exports.csv_format import BOM, HEADER
 from invoice_export.exports.schemas import ExportRequest
 from invoice_export.exports.storage import get_storage
 from invoice_export.exports.tokens import download_url as signed_download_url
-from invoice_export.invoices.repository import Keyset, count_invoices, read_csv_page
+from invoice_export.invoices.repository import (
+    Keyset,
+    Snapshot,
+    count_invoices,
+    current_snapshot,
+    prune_versions,
+    read_csv_page,
+)
 from invoice_export.settings import get_settings
 from invoice_export.workflows.queue import WORKFLOW_NAME
 from invoice_export.workflows.runtime import datasource, tenant_write
@@ -45,7 +52,7 @@ def export_invoices(payload: dict[str, Any]) -> dict[str, Any]:
         after: dict[str, Any] | None = None
         rows = pages = 0
         for page in range(1, plan["pages_total"] + 1):
-            written = write_page(job, page, plan["snapshot_at"], after)
+            written = write_page(job, page, plan["snapshot"], after)
             if written["rows"] == 0:
                 break
             pages, rows, after = page, rows + written["rows"], written["last"]
@@ -69,11 +76,18 @@ def _publish(pages_total: int, pages_done: int, rows: int) -> None:
 
 @DBOS.step()
 def plan_export(job: dict[str, Any]) -> dict[str, Any]:
-    """Fix the snapshot (the invoices that exist now), count them and mark the row running."""
+    """Fix the snapshot (the invoices exactly as they are now), count them and mark the row running.
+
+    The snapshot is recorded on the row in the same transaction, so versions it needs are kept
+    until the run ends (see `prune_versions`); a re-run of this step takes a fresh snapshot, which
+    is harmless because no page has been written yet.
+    """
     page_size = job["page_size"]
     with tenant_transaction(job["org_id"]) as session:
+        prune_versions(session, job["org_id"], keep_for_export=job["export_id"])
+        snapshot = current_snapshot(session)
         snapshot_at = session.execute(select(func.now())).scalar_one()
-        invoices = count_invoices(session, job["org_id"], snapshot_at)
+        invoices = count_invoices(session, job["org_id"], snapshot)
         pages_total = math.ceil(invoices / page_size)
         session.execute(
             update(Export)
@@ -82,21 +96,30 @@ def plan_export(job: dict[str, Any]) -> dict[str, Any]:
                 status="running",
                 started_at=func.coalesce(Export.started_at, func.now()),
                 snapshot_at=snapshot_at,
+                snapshot=snapshot.text,
                 pages_total=pages_total,
                 pages_done=0,
             )
         )
-    return {"snapshot_at": snapshot_at.isoformat(), "invoices": invoices, "pages_total": pages_total}
+    return {
+        "snapshot": snapshot.as_dict(),
+        "snapshot_at": snapshot_at.isoformat(),
+        "invoices": invoices,
+        "pages_total": pages_total,
+    }
 
 
 @DBOS.step(retries_allowed=True, max_attempts=5, interval_seconds=0.5, backoff_rate=2.0)
-def write_page(job: dict[str, Any], page: int, snapshot_at: str, after: dict[str, Any] | None) -> dict[str, Any]:
-    """Read one keyset page as CSV, store it as part `page`, and record progress on the row."""
+def write_page(
+    job: dict[str, Any], page: int, snapshot: dict[str, str], after: dict[str, Any] | None
+) -> dict[str, Any]:
+    """Read one keyset page of the snapshot as CSV, store it as part `page`, and record progress
+    on the row. A re-run writes the same bytes: the snapshot and the keyset fix the page."""
     with tenant_transaction(job["org_id"], isolation_level="REPEATABLE READ") as session:
         csv_page = read_csv_page(
             session,
             job["org_id"],
-            datetime.fromisoformat(snapshot_at),
+            Snapshot(**snapshot),
             Keyset(**after) if after else None,
             job["page_size"],
         )

@@ -6,6 +6,7 @@ from invoice_export.db.models.currency import Currency
 from invoice_export.db.models.email_suppression import EmailSuppression
 from invoice_export.db.models.export import EXPORT_STATUSES, Export
 from invoice_export.db.models.invoice import Invoice
+from invoice_export.db.models.invoice_version import InvoiceVersion
 from invoice_export.db.models.member import Member
 from invoice_export.db.models.organization import Organization
 from invoice_export.db.models.session import Session
@@ -20,6 +21,7 @@ __all__ = [
     "EmailSuppression",
     "Export",
     "Invoice",
+    "InvoiceVersion",
     "Member",
     "Organization",
     "Session",

@@ -34,6 +34,8 @@ class Export(Base):
     pages_done: Mapped[int] = mapped_column(Integer, server_default="0")
     pages_total: Mapped[int | None] = mapped_column(Integer)
     snapshot_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # The run's pg_snapshot (text form): the invoices it exports, and the versions it still needs.
+    snapshot: Mapped[str | None] = mapped_column(Text)
     file_key: Mapped[str | None] = mapped_column(Text)
     download_url: Mapped[str | None] = mapped_column(Text)
     error: Mapped[str | None] = mapped_column(Text)

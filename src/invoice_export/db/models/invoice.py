@@ -1,11 +1,22 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import BigInteger, DateTime, ForeignKey, Identity, Index, Text, UniqueConstraint, func
+from sqlalchemy import BigInteger, DateTime, ForeignKey, Identity, Index, Text, UniqueConstraint, func, text
 from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.types import UserDefinedType
 
 from invoice_export.db.models.base import Base
+
+
+class Xid8(UserDefinedType[str]):
+    """PostgreSQL's 64-bit transaction id; read and written as its decimal text."""
+
+    cache_ok = True
+
+    def get_col_spec(self, **kw: Any) -> str:
+        return "XID8"
 
 
 class Invoice(Base):
@@ -13,7 +24,8 @@ class Invoice(Base):
     __table_args__ = (
         UniqueConstraint("organization_id", "number"),
         # The export's keyset: pages are read in (issued_at, id) order within one org.
-        Index("ix_invoices_org_keyset", "organization_id", "issued_at", "id"),
+        # The version travels in the index so that finding a page's end stays an index-only walk.
+        Index("ix_invoices_org_keyset", "organization_id", "issued_at", "id", postgresql_include=["version_xid"]),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
@@ -28,3 +40,5 @@ class Invoice(Base):
     due_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     memo: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    # The transaction that wrote this version; set by the `invoices_keep_version` trigger.
+    version_xid: Mapped[str] = mapped_column(Xid8, server_default=text("pg_current_xact_id()"))
