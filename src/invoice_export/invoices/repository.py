@@ -4,7 +4,7 @@
 An export spans many transactions (one per page), so "the invoices as of the snapshot" cannot be
 left to MVCC. Each invoice row carries the transaction that wrote it (`version_xid`) and every
 version an UPDATE or DELETE replaces is kept in `invoice_versions` with the transaction that
-replaced it (`replaced_by`), by a trigger (migration 0002). The version of an invoice in snapshot S
+replaced it (`replaced_by`), by a trigger (migration 0003). The version of an invoice in snapshot S
 is then the one whose writer S sees and whose replacer S does not see: a current row with
 `visible(version_xid)`, or a kept version with `visible(version_xid) AND NOT visible(replaced_by)`.
 At most one such version exists per invoice, so pages neither skip nor repeat rows, whatever is

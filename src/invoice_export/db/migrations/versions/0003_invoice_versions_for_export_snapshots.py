@@ -6,8 +6,8 @@ transaction (`replaced_by`). An export fixes a `pg_snapshot` once; any later tra
 read exactly the invoices as of that snapshot (see invoices/repository.py), however many pages and
 transactions the export spans and whatever writers did in between.
 
-Revision ID: 0002
-Revises: 0001
+Revision ID: 0003
+Revises: 0002
 Create Date: 2026-12-03 20:05:00
 """
 
@@ -16,8 +16,8 @@ from alembic import op
 
 from invoice_export.db.models.invoice import Xid8
 
-revision = "0002"
-down_revision = "0001"
+revision = "0003"
+down_revision = "0002"
 branch_labels = None
 depends_on = None
 
