@@ -204,6 +204,72 @@ def make_org(invoices: list[dict[str, object]], role: str = "owner", password: s
     return org_id, user_id
 
 
+def add_member(org_id: str, role: str = "member") -> str:
+    """Another member of `org_id`; returns the user id."""
+    from sqlalchemy.orm import Session
+
+    from invoice_export.db.models import Member, User
+    from invoice_export.db.session import admin_engine, set_tenant
+
+    suffix = secrets.token_hex(4)
+    user_id = f"user_t{suffix}"
+    with Session(admin_engine()) as session, session.begin():
+        session.add(User(id=user_id, email=f"t{suffix}@example.com", name=f"Tester {suffix}", password_hash="x"))
+        session.flush()
+        set_tenant(session, org_id)
+        session.add(Member(organization_id=org_id, user_id=user_id, role=role))
+    return user_id
+
+
+def invoices(n: int) -> list[dict[str, object]]:
+    """`n` invoices with distinct times and awkward memos (quotes, commas, line breaks)."""
+    from datetime import UTC, datetime, timedelta
+
+    t0 = datetime(2026, 3, 1, tzinfo=UTC)
+    return [
+        {"issued_at": t0 + timedelta(minutes=i // 2), "memo": f'memo "{i}",\nline' if i % 3 else None}
+        for i in range(n)
+    ]
+
+
+def wait_for_engine(run_id: str, timeout: float = 60) -> str:
+    """Wait until the workflow engine has finished `run_id`; returns its final status."""
+    from invoice_export.workflows.queue import engine_client
+
+    deadline = time.monotonic() + timeout
+    while True:
+        found = engine_client().list_workflows(workflow_ids=[run_id], load_input=False)
+        if found and found[0].status in ("SUCCESS", "ERROR", "CANCELLED", "MAX_RECOVERY_ATTEMPTS_EXCEEDED"):
+            return str(found[0].status)
+        if time.monotonic() > deadline:
+            raise AssertionError(f"run {run_id} not finished by the engine after {timeout}s")
+        time.sleep(0.05)
+
+
+def audit_count(action: str, export_id: object) -> int:
+    from invoice_export.db.session import admin_engine
+
+    with admin_engine().connect() as conn:
+        return int(
+            conn.execute(
+                text("SELECT count(*) FROM audit_logs WHERE action = :a AND target_id = :t"),
+                {"a": action, "t": str(export_id)},
+            ).scalar_one()
+        )
+
+
+def export_files(data_dir: Path, export_id: object) -> list[Path]:
+    """Every file the export left under the storage root (parts, temp files, final file)."""
+    folder = data_dir / "exports" / str(export_id)
+    return sorted(p for p in folder.rglob("*") if p.is_file()) if folder.exists() else []
+
+
+def outbox_for(data_dir: Path, run_id: str) -> list[Path]:
+    from invoice_export.email.message import message_id_for
+
+    return [p for p in (data_dir / "outbox").glob("*.eml") if message_id_for(run_id).strip("<>") in p.name]
+
+
 @pytest.fixture
 def page_size(monkeypatch: pytest.MonkeyPatch) -> Iterator[object]:
     """Set EXPORT_PAGE_SIZE for runs started by this test (the size travels in the payload)."""

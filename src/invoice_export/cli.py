@@ -144,6 +144,21 @@ def runs_show(run_id: str, as_json: JsonOpt = False) -> None:
     _print_view(view, as_json)
 
 
+@runs_app.command("cancel")
+def runs_cancel(run_id: str, as_json: JsonOpt = False) -> None:
+    """Cancel a queued or running run: it stops at its next page boundary, its files are removed
+    and no email is sent. Audited as export.canceled (by an operator)."""
+    from invoice_export.exports.service import cancel_export, find_export_by_run_id
+
+    _settings()
+    try:
+        org_id, _ = find_export_by_run_id(run_id)
+        view = cancel_export(org_id, run_id, actor_id=None, via="cli")
+    except DomainError as exc:
+        raise _fail(exc, 2) from None
+    _print_view(view, as_json)
+
+
 @runs_app.command("list")
 def runs_list(
     org: Annotated[str, typer.Option("--org", help="Organization id.")],

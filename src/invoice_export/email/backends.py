@@ -39,18 +39,28 @@ class FileBackend:
 
 
 class SmtpBackend:
+    """Hands the message to an SMTP server. 5xx refusals raise `PermanentEmailError` (not
+    retried); 4xx refusals and connection errors propagate and are retried by the step. The
+    message carries `X-Idempotency-Key: <run id>` for relays and providers that de-duplicate on
+    it, and a Message-ID derived from the run id."""
+
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
 
     def send(self, message: EmailMessage) -> None:
         s = self.settings
         try:
-            with smtplib.SMTP(s.smtp_host, s.smtp_port, timeout=s.smtp_timeout_seconds) as smtp:
+            smtp = smtplib.SMTP(s.smtp_host, s.smtp_port, timeout=s.smtp_timeout_seconds)
+            try:
                 if s.smtp_starttls:
                     smtp.starttls()
                 if s.smtp_username:
                     smtp.login(s.smtp_username, s.smtp_password or "")
                 smtp.send_message(message)
+            finally:
+                # No QUIT round trip: the server's reply to DATA already made the message its
+                # responsibility, and every moment after it widens the duplicate window.
+                smtp.close()
         except smtplib.SMTPRecipientsRefused as exc:
             codes = {code for code, _ in exc.recipients.values()}
             if all(500 <= code < 600 for code in codes):

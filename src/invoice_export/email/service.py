@@ -25,13 +25,12 @@ def suppression_reason(session: Session, email: str) -> str | None:
     ).scalar_one_or_none()
 
 
-def send_unless_suppressed(
-    session: Session, backend: EmailBackend, message: EmailMessage, to_email: str
-) -> SendOutcome:
-    """Send `message` unless `to_email` is on the suppression list; say which happened."""
+def send_unless_suppressed(backend: EmailBackend, message: EmailMessage, suppressed: str | None) -> SendOutcome:
+    """Send `message` unless its address is suppressed (`suppressed` is the reason from
+    `suppression_reason`, looked up beforehand so no transaction is open while mail is handed
+    over); say which happened."""
     message_id = str(message["Message-ID"])
-    reason = suppression_reason(session, to_email)
-    if reason is not None:
-        return SendOutcome(sent=False, message_id=message_id, skipped_reason=f"address suppressed: {reason}")
+    if suppressed is not None:
+        return SendOutcome(sent=False, message_id=message_id, skipped_reason=f"address suppressed: {suppressed}")
     backend.send(message)
     return SendOutcome(sent=True, message_id=message_id)

@@ -171,6 +171,56 @@ def find_export_by_run_id(run_id: str) -> tuple[str, str]:
     return row.organization_id, row.requested_by
 
 
+def cancel_export(org_id: str, run_id: str, *, actor_id: str | None, via: str) -> ExportView:
+    """Cancel a queued or running run of `org_id`; callers have checked who may do so.
+
+    The row becomes canceled and `export.canceled` is audited in one transaction, under the row
+    lock. The worker sees the row at its next page boundary, removes the run's files and ends
+    without email (`workflows/export.py`). Canceling a canceled run returns it unchanged; a
+    completed or failed run, or one whose file is already being assembled, cannot be canceled.
+    """
+    from invoice_export.audit.service import record
+
+    check_run_id(run_id)
+    with tenant_transaction(org_id, actor_id) as session:
+        export = session.execute(
+            select(Export).where(Export.organization_id == org_id, Export.run_id == run_id).with_for_update()
+        ).scalar_one_or_none()
+        if export is None:
+            raise NotFound(f"no export run {run_id!r}")
+        if export.status in ("completed", "failed"):
+            raise Conflict(f"run {run_id} is already {export.status}; there is nothing to cancel")
+        if export.status == "queued" or (export.status == "running" and export.file_key is None):
+            export.status = "canceled"
+            export.error = f"canceled by {actor_id or 'an operator'}"
+            export.completed_at = datetime.now(UTC)
+            record(
+                session,
+                org_id=org_id,
+                actor_id=actor_id,
+                action="export.canceled",
+                target_type="export",
+                target_id=str(export.id),
+                metadata={"run_id": run_id, "via": via, "pages_done": export.pages_done},
+            )
+        elif export.status == "running":
+            raise Conflict(f"run {run_id} is already assembling its file; it can no longer be canceled")
+    return _view(export, engine_status=engine_status(run_id))
+
+
+def cancel_export_for_user(user_id: str, run_id: str) -> ExportView:
+    """Cancel a run of any org the user belongs to; a run of another org is reported as unknown."""
+    check_run_id(run_id)
+    for org_id in _member_org_ids(user_id):
+        with tenant_transaction(org_id, user_id) as session:
+            found = session.execute(
+                select(Export.id).where(Export.organization_id == org_id, Export.run_id == run_id)
+            ).scalar_one_or_none()
+        if found is not None:
+            return cancel_export(org_id, run_id, actor_id=user_id, via="api")
+    raise NotFound(f"no export run {run_id!r}")
+
+
 def list_exports(org_id: str, user_id: str, limit: int = 20) -> list[ExportView]:
     """The org's recent exports that this user may see (see `may_see`), newest first."""
     with tenant_transaction(org_id, user_id) as session:

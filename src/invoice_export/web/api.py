@@ -6,7 +6,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends
 
 from invoice_export.exports.schemas import ExportView
-from invoice_export.exports.service import get_export_for_user, start_export
+from invoice_export.exports.service import cancel_export_for_user, get_export_for_user, start_export
 from invoice_export.web.deps import CurrentMember, csrf_header
 
 router = APIRouter(prefix="/api")
@@ -22,3 +22,10 @@ def api_start_export(ctx: CurrentMember) -> ExportView:
 def api_get_export(run_id: str, ctx: CurrentMember) -> ExportView:
     """The run's state: status, attempts, pages done/total, rows, link, error, timestamps."""
     return get_export_for_user(ctx.user.user_id, run_id)
+
+
+@router.post("/exports/{run_id}/cancel", dependencies=[Depends(csrf_header)])
+def api_cancel_export(run_id: str, ctx: CurrentMember) -> ExportView:
+    """Cancel a queued or running run of one of the member's orgs. It stops at its next page
+    boundary, its files are removed and no email is sent. 409 when it already finished."""
+    return cancel_export_for_user(ctx.user.user_id, run_id)

@@ -3,6 +3,11 @@
 Imported only by worker processes. Every step is safe to run again, because the step that was in
 flight when a worker died is re-run on recovery; completed steps are replayed from their
 checkpoints and never redone. Steps return small metadata (never rows) so checkpoints stay tiny.
+
+Cancel is cooperative: `exports/service.py:cancel_export` marks the row canceled; the row is
+checked at every page boundary (inside the page's own transaction) and before assembly, and the
+run then removes its files and ends without email. Once assembly has begun the run can no longer
+be canceled (the assembly step claims the row first), so a canceled run never sends an email.
 """
 
 from __future__ import annotations
@@ -19,12 +24,13 @@ from invoice_export.db.models import Export, Organization, User
 from invoice_export.db.session import set_tenant, tenant_transaction
 from invoice_export.email.backends import PermanentEmailError, get_backend
 from invoice_export.email.message import export_ready_message
-from invoice_export.email.service import send_unless_suppressed
+from invoice_export.email.service import send_unless_suppressed, suppression_reason
 from invoice_export.errors import ExportFailed, NothingToExport
 from invoice_export.exports.csv_format import BOM, HEADER
 from invoice_export.exports.schemas import ExportRequest
 from invoice_export.exports.storage import get_storage
 from invoice_export.exports.tokens import download_url as signed_download_url
+from invoice_export.failpoints import hit
 from invoice_export.invoices.repository import (
     Keyset,
     Snapshot,
@@ -38,6 +44,7 @@ from invoice_export.workflows.queue import WORKFLOW_NAME
 from invoice_export.workflows.runtime import datasource, tenant_write
 
 PROGRESS_EVENT = "progress"
+ACTIVE = ("queued", "running")
 
 
 @DBOS.workflow(name=WORKFLOW_NAME)
@@ -46,6 +53,8 @@ def export_invoices(payload: dict[str, Any]) -> dict[str, Any]:
     job = request.model_dump(mode="json")
     try:
         plan = plan_export(job)
+        if plan["canceled"]:
+            return _stop_canceled(job)
         if plan["invoices"] == 0:
             raise NothingToExport(f"{request.org_id} had no invoices when the export started; nothing to export")
         _publish(plan["pages_total"], 0, 0)
@@ -53,11 +62,17 @@ def export_invoices(payload: dict[str, Any]) -> dict[str, Any]:
         rows = pages = 0
         for page in range(1, plan["pages_total"] + 1):
             written = write_page(job, page, plan["snapshot"], after)
+            if written["canceled"]:
+                return _stop_canceled(job)
+            hit(f"between-pages@{page}")
             if written["rows"] == 0:
                 break
             pages, rows, after = page, rows + written["rows"], written["last"]
             _publish(plan["pages_total"], pages, rows)
         stored = assemble_file(job, pages)
+        if stored["canceled"]:
+            return _stop_canceled(job)
+        hit("assembled")
         email = send_ready_email(job, rows, stored["download_url"])
         return finalize_export(job, rows, pages, stored, email)
     except ExportFailed as failure:
@@ -68,6 +83,22 @@ def export_invoices(payload: dict[str, Any]) -> dict[str, Any]:
         fail_export(job, f"{type(failure).__name__}: {failure}")
         remove_files(job)
         raise ExportFailed(f"export failed: {failure}") from failure
+
+
+def _stop_canceled(job: dict[str, Any]) -> dict[str, Any]:
+    """The row was canceled (by `cancel_export`, which also audited it): drop the files, send nothing."""
+    remove_files(job)
+    return {"status": "canceled"}
+
+
+def _still_active(session: Any, job: dict[str, Any]) -> bool:
+    """Whether this run still owns its row and has not been canceled. A cancel that commits while
+    the page runs makes the page's own row update fail (REPEATABLE READ), so the page is retried
+    and stops here."""
+    status = session.execute(
+        select(Export.status).where(Export.id == job["export_id"], Export.run_id == job["run_id"])
+    ).scalar_one_or_none()
+    return status in ACTIVE
 
 
 def _publish(pages_total: int, pages_done: int, rows: int) -> None:
@@ -89,9 +120,9 @@ def plan_export(job: dict[str, Any]) -> dict[str, Any]:
         snapshot_at = session.execute(select(func.now())).scalar_one()
         invoices = count_invoices(session, job["org_id"], snapshot)
         pages_total = math.ceil(invoices / page_size)
-        session.execute(
+        claimed = session.execute(
             update(Export)
-            .where(Export.id == job["export_id"], Export.run_id == job["run_id"])
+            .where(Export.id == job["export_id"], Export.run_id == job["run_id"], Export.status.in_(ACTIVE))
             .values(
                 status="running",
                 started_at=func.coalesce(Export.started_at, func.now()),
@@ -100,12 +131,14 @@ def plan_export(job: dict[str, Any]) -> dict[str, Any]:
                 pages_total=pages_total,
                 pages_done=0,
             )
-        )
+            .returning(Export.id)
+        ).scalar_one_or_none()
     return {
         "snapshot": snapshot.as_dict(),
         "snapshot_at": snapshot_at.isoformat(),
         "invoices": invoices,
         "pages_total": pages_total,
+        "canceled": claimed is None,
     }
 
 
@@ -114,8 +147,12 @@ def write_page(
     job: dict[str, Any], page: int, snapshot: dict[str, str], after: dict[str, Any] | None
 ) -> dict[str, Any]:
     """Read one keyset page of the snapshot as CSV, store it as part `page`, and record progress
-    on the row. A re-run writes the same bytes: the snapshot and the keyset fix the page."""
+    on the row. A re-run writes the same bytes: the snapshot and the keyset fix the page. A
+    canceled row stops the run here, before the page is read."""
     with tenant_transaction(job["org_id"], isolation_level="REPEATABLE READ") as session:
+        hit(f"page.read@{page}", session)
+        if not _still_active(session, job):
+            return {"page": page, "rows": 0, "bytes": 0, "last": None, "canceled": True}
         csv_page = read_csv_page(
             session,
             job["org_id"],
@@ -124,6 +161,7 @@ def write_page(
             job["page_size"],
         )
         size = get_storage().write_part(job["export_id"], job["attempt"], page, csv_page.data)
+        hit(f"page.written@{page}", session)
         session.execute(
             update(Export)
             .where(Export.id == job["export_id"], Export.run_id == job["run_id"])
@@ -134,18 +172,31 @@ def write_page(
         "rows": csv_page.rows,
         "bytes": size,
         "last": csv_page.last.as_dict() if csv_page.last else None,
+        "canceled": False,
     }
 
 
 @DBOS.step(retries_allowed=True, max_attempts=3, interval_seconds=0.5)
 def assemble_file(job: dict[str, Any], pages: int) -> dict[str, Any]:
-    """Join the parts under one header into the final file, then drop the parts."""
+    """Join the parts under one header into the final file, then drop the parts.
+
+    It first claims the row (sets `file_key`) unless the run was canceled: from then on a cancel
+    is refused, so the email is never sent for a canceled run."""
     storage = get_storage()
     name = f"invoices-{job['org_id']}-{job['day_bucket']}.csv"
+    with tenant_transaction(job["org_id"]) as session:
+        claimed = session.execute(
+            update(Export)
+            .where(Export.id == job["export_id"], Export.run_id == job["run_id"], Export.status.in_(ACTIVE))
+            .values(file_key=f"{job['export_id']}/{name}")
+            .returning(Export.id)
+        ).scalar_one_or_none()
+    if claimed is None:
+        return {"canceled": True}
     stored = storage.assemble(job["export_id"], job["attempt"], pages, BOM + HEADER, name)
     storage.remove_parts(job["export_id"], job["attempt"])
     link = signed_download_url(job["export_id"], job["org_id"])
-    return {"key": stored.key, "bytes": stored.size, "download_url": link}
+    return {"key": stored.key, "bytes": stored.size, "download_url": link, "canceled": False}
 
 
 def _is_transient(error: BaseException) -> bool:
@@ -155,7 +206,11 @@ def _is_transient(error: BaseException) -> bool:
 @DBOS.step(retries_allowed=True, max_attempts=5, interval_seconds=1.0, backoff_rate=2.0, should_retry=_is_transient)
 def send_ready_email(job: dict[str, Any], rows: int, download_url: str) -> dict[str, Any]:
     """Email the requester once per run. The Message-ID is derived from the run id, so the rare
-    re-send after a crash (see ARCHITECTURE.md) is recognisable as the same message."""
+    re-send after a crash (see ARCHITECTURE.md) is recognisable as the same message.
+
+    The database work (recipient, suppression check) is done and committed before the message is
+    handed over, so that after the mail server's acceptance only the step's checkpoint remains
+    to be written: that is the whole duplicate window."""
     settings = get_settings()
     with tenant_transaction(job["org_id"]) as session:
         user = session.get(User, job["requested_by"])
@@ -171,7 +226,9 @@ def send_ready_email(job: dict[str, Any], rows: int, download_url: str) -> dict[
             run_id=job["run_id"],
             ttl_days=settings.download_link_ttl_days,
         )
-        outcome = send_unless_suppressed(session, get_backend(settings), message, user.email)
+        suppressed = suppression_reason(session, user.email)
+    outcome = send_unless_suppressed(get_backend(settings), message, suppressed)
+    hit("email.handed-over")
     return {"sent": outcome.sent, "message_id": outcome.message_id, "skipped_reason": outcome.skipped_reason}
 
 
@@ -204,19 +261,24 @@ def finalize_export(
         target_id=job["export_id"],
         metadata={"run_id": job["run_id"], "rows": rows, "pages": pages, "bytes": stored["bytes"], "email": email},
     )
+    hit("finalize.before-commit")
     return {"status": "completed", "rows": rows, "pages": pages, "file_key": stored["key"]}
 
 
 @tenant_write
 def fail_export(job: dict[str, Any], reason: str) -> None:
-    """Mark the row failed with a readable reason and audit it, in one transaction."""
+    """Mark the row failed with a readable reason and audit it, in one transaction. A row that is
+    no longer this run's or was canceled meanwhile is left as it is."""
     session = datasource().sql_session()
     set_tenant(session, job["org_id"])
-    session.execute(
+    failed = session.execute(
         update(Export)
-        .where(Export.id == job["export_id"], Export.run_id == job["run_id"])
+        .where(Export.id == job["export_id"], Export.run_id == job["run_id"], Export.status.in_(ACTIVE))
         .values(status="failed", error=reason, completed_at=func.now())
-    )
+        .returning(Export.id)
+    ).scalar_one_or_none()
+    if failed is None:
+        return
     record(
         session,
         org_id=job["org_id"],
@@ -230,4 +292,7 @@ def fail_export(job: dict[str, Any], reason: str) -> None:
 
 @DBOS.step()
 def remove_files(job: dict[str, Any]) -> None:
-    get_storage().remove_parts(job["export_id"], job["attempt"])
+    """Drop everything the run wrote: parts and, if assembly got that far, the final file. Only a
+    failed or canceled run gets here, and its row's earlier attempts ended the same way, so
+    nothing under the export's folder is worth keeping."""
+    get_storage().remove_export(job["export_id"])
