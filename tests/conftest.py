@@ -117,6 +117,23 @@ class Worker:
         self.proc.kill()
         self.proc.wait()
 
+    def wait_killed(self, timeout: float = 60) -> None:
+        """Wait for the process to die by SIGKILL (an armed failpoint kills it)."""
+        assert self.proc is not None
+        code = self.proc.wait(timeout=timeout)
+        assert code == -9, f"worker exited with {code}, not SIGKILL:\n{self.log.read_text(errors='replace')}"
+        self._log_file.close()
+
+    def restart(self, **env: str) -> Worker:
+        """Stop (if alive) and start again with the same WORKER_ID and only `env` on top."""
+        self.stop()
+        self.env = env
+        return self.start()
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
@@ -150,6 +167,72 @@ def worker(database: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     w = Worker(f"shared-{secrets.token_hex(3)}", {}, tmp_path_factory.mktemp("worker") / "w.log").start()
     yield w
     w.stop()
+
+
+@pytest.fixture
+def sole_worker(worker: Worker) -> Iterator[object]:
+    """The shared worker, restarted with extra environment (failpoints, SMTP settings) for this
+    test. It is the only live worker while the test runs, so it is the one that takes the runs;
+    it is restarted with a clean environment afterwards."""
+
+    def configure(**env: str) -> Worker:
+        return worker.restart(**env)
+
+    yield configure
+    if worker.env or not worker.alive:
+        worker.restart()
+
+
+@pytest.fixture
+def shared_worker_paused(worker: Worker) -> Iterator[None]:
+    """No shared worker while the test runs (it brings its own processes)."""
+    worker.stop()
+    yield
+    worker.restart()
+
+
+class SmtpServer:
+    """A real SMTP server (aiosmtpd) that records what it accepts and refuses on request."""
+
+    def __init__(self) -> None:
+        import socket
+
+        from aiosmtpd.controller import Controller
+
+        self.accepted: list[bytes] = []
+        self.attempts = 0
+        self.refusals: list[str] = []
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self.controller = Controller(self, hostname="127.0.0.1", port=self.port)
+
+    def refuse(self, reply: str, times: int = 1) -> None:
+        self.refusals.extend([reply] * times)
+
+    async def handle_DATA(self, server: object, session: object, envelope: object) -> str:
+        self.attempts += 1
+        if self.refusals:
+            return self.refusals.pop(0)
+        self.accepted.append(envelope.original_content or envelope.content)  # type: ignore[attr-defined]
+        return "250 Message accepted for delivery"
+
+    def env(self) -> dict[str, str]:
+        return {"EMAIL_BACKEND": "smtp", "SMTP_HOST": "127.0.0.1", "SMTP_PORT": str(self.port)}
+
+    def messages(self) -> list[object]:
+        from email import policy
+        from email.parser import BytesParser
+
+        return [BytesParser(policy=policy.default).parsebytes(raw) for raw in self.accepted]
+
+
+@pytest.fixture
+def smtp_server() -> Iterator[SmtpServer]:
+    server = SmtpServer()
+    server.controller.start()
+    yield server
+    server.controller.stop()
 
 
 def wait_for_status(org_id: str, user_id: str, run_id: str, timeout: float = 60) -> object:
@@ -227,8 +310,7 @@ def invoices(n: int) -> list[dict[str, object]]:
 
     t0 = datetime(2026, 3, 1, tzinfo=UTC)
     return [
-        {"issued_at": t0 + timedelta(minutes=i // 2), "memo": f'memo "{i}",\nline' if i % 3 else None}
-        for i in range(n)
+        {"issued_at": t0 + timedelta(minutes=i // 2), "memo": f'memo "{i}",\nline' if i % 3 else None} for i in range(n)
     ]
 
 

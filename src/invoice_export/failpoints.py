@@ -5,7 +5,7 @@ otherwise; production never sets these variables.
   process), `error` (raise `InjectedFault`), `drop-connection` (terminate this step's own
   database connection, so its next statement fails like a dropped connection). `action*N` fires
   on the first N hits only (in this process); without `*N` it fires on every hit.
-- `INVOICE_EXPORT_FAILPOINT_TRACE=/path` appends `point pid` for every hit, armed or not, so a
+- `INVOICE_EXPORT_FAILPOINT_TRACE=/path` appends `point pid unix-time` for every hit, armed or not, so a
   test can count how often each piece of work ran across a kill and a restart.
 
 Points: `page.read@N` (page N's transaction is open, nothing read yet), `page.written@N` (part N
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from collections import Counter
 from typing import Any
 
@@ -40,7 +41,7 @@ def hit(point: str, session: Any = None) -> None:
     trace = os.environ.get("INVOICE_EXPORT_FAILPOINT_TRACE")
     if trace:
         with open(trace, "a") as f:
-            f.write(f"{point} {os.getpid()}\n")
+            f.write(f"{point} {os.getpid()} {time.time():.3f}\n")
     action = _armed().get(point)
     if action is None:
         return

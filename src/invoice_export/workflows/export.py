@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from dbos import DBOS
+from dbos._error import DBOSMaxStepRetriesExceeded
 from sqlalchemy import func, select, update
 
 from invoice_export.audit.service import record
@@ -80,9 +81,18 @@ def export_invoices(payload: dict[str, Any]) -> dict[str, Any]:
         remove_files(job)
         raise
     except Exception as failure:
-        fail_export(job, f"{type(failure).__name__}: {failure}")
+        reason = _reason(failure)
+        fail_export(job, reason)
         remove_files(job)
-        raise ExportFailed(f"export failed: {failure}") from failure
+        raise ExportFailed(f"export failed: {reason}") from failure
+
+
+def _reason(failure: Exception) -> str:
+    """A reason a person can act on: for exhausted retries, the last underlying error."""
+    if isinstance(failure, DBOSMaxStepRetriesExceeded) and failure.errors:
+        last = failure.errors[-1]
+        return f"{failure.step_name} failed {len(failure.errors)} times; last error: {type(last).__name__}: {last}"
+    return f"{type(failure).__name__}: {failure}"
 
 
 def _stop_canceled(job: dict[str, Any]) -> dict[str, Any]:
