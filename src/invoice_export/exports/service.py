@@ -209,15 +209,16 @@ def cancel_export(org_id: str, run_id: str, *, actor_id: str | None, via: str) -
 
 
 def cancel_export_for_user(user_id: str, run_id: str) -> ExportView:
-    """Cancel a run of any org the user belongs to; a run of another org is reported as unknown."""
+    """Cancel a run the user may see (`may_see`: an owner any run of the org, a member their own);
+    any other run is reported exactly like an unknown one."""
     check_run_id(run_id)
-    for org_id in _member_org_ids(user_id):
-        with tenant_transaction(org_id, user_id) as session:
+    for membership in _memberships(user_id):
+        with tenant_transaction(membership.org_id, user_id) as session:
             found = session.execute(
-                select(Export.id).where(Export.organization_id == org_id, Export.run_id == run_id)
+                select(Export.id).where(_visible_to(membership), Export.run_id == run_id)
             ).scalar_one_or_none()
         if found is not None:
-            return cancel_export(org_id, run_id, actor_id=user_id, via="api")
+            return cancel_export(membership.org_id, run_id, actor_id=user_id, via="api")
     raise NotFound(f"no export run {run_id!r}")
 
 
