@@ -57,3 +57,28 @@ def test_production_refuses_placeholder_secrets_without_echoing_them(monkeypatch
     with pytest.raises(SettingsError, match="SECRET_KEY") as raised:
         load_settings()
     assert "s3cret-pw" not in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("SECRET_KEY", "please-change-me-before-going-live-0123456789"),
+        ("APP_DB_PASSWORD", "invoice-app-dev-password"),
+        ("SMTP_PASSWORD", "changeme"),
+        ("PUBLIC_BASE_URL", "http://invoices.example.net"),
+    ],
+)
+def test_production_refuses_each_placeholder(monkeypatch: pytest.MonkeyPatch, name: str, value: str) -> None:
+    real = {
+        "APP_ENV": "production",
+        "SECRET_KEY": "f3a9c1d07be24a6c9e8d5b2a1c0f7e6d",
+        "APP_DB_PASSWORD": "Zq8-real-db-password",
+        "PUBLIC_BASE_URL": "https://invoices.example.net",
+    }
+    for key, setting in (real | {name: value}).items():
+        monkeypatch.setenv(key, setting)
+    with pytest.raises(SettingsError, match=name) as raised:
+        load_settings()
+    assert value not in str(raised.value) or name == "PUBLIC_BASE_URL"
+    monkeypatch.setenv(name, real.get(name, "Zq8-real-smtp-password"))
+    assert load_settings().secure_cookies

@@ -17,6 +17,11 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 PLACEHOLDER_SECRET = "dev-only-change-me-0123456789abcdef"
 
 
+def _looks_like_placeholder(secret: str) -> bool:
+    lowered = secret.lower()
+    return any(word in lowered for word in ("change-me", "changeme", "dev-only", "placeholder", "example"))
+
+
 class SettingsError(Exception):
     """Raised when the environment does not describe a runnable configuration."""
 
@@ -79,11 +84,17 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _production_needs_real_secrets(self) -> Settings:
+        """Production refuses the documented placeholders (and anything that still says it is one),
+        and needs an https base URL, because its cookies are Secure and its links go into emails."""
         if self.app_env == "production":
-            if self.secret_key == PLACEHOLDER_SECRET:
+            if self.secret_key == PLACEHOLDER_SECRET or _looks_like_placeholder(self.secret_key):
                 raise ValueError("SECRET_KEY must be set to a real secret in production")
-            if self.app_db_password == "invoice-app-dev-password":
+            if self.app_db_password == "invoice-app-dev-password" or _looks_like_placeholder(self.app_db_password):
                 raise ValueError("APP_DB_PASSWORD must be set to a real password in production")
+            if self.smtp_password is not None and _looks_like_placeholder(self.smtp_password):
+                raise ValueError("SMTP_PASSWORD must be set to a real password in production")
+            if not self.public_base_url.startswith("https://"):
+                raise ValueError("PUBLIC_BASE_URL must be an https:// URL in production")
         return self
 
     @property

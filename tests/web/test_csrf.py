@@ -45,7 +45,9 @@ def test_every_state_changing_route_refuses_a_missing_or_wrong_token(client: Tes
         url = path.replace("{run_id}", "exp-0123456789abcdef-1").replace("{export_id}", "0" * 32)
         for kwargs in ({}, {"data": {"csrf_token": "forged"}}, {"headers": {"X-CSRF-Token": "forged"}}):
             response = client.request(method, url, follow_redirects=False, **kwargs)  # type: ignore[arg-type]
-            assert response.status_code == 403, (method, url, kwargs, response.text)
+            # A form body sent to the JSON API is refused even earlier, as an unreadable type.
+            refused = (403, 415) if url.startswith("/api/") and "data" in kwargs else (403,)
+            assert response.status_code in refused, (method, url, kwargs, response.text)
     assert _table_counts(admin_conn) == before
 
 

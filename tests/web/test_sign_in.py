@@ -39,12 +39,14 @@ def test_production_cookies_are_secure(database: str, monkeypatch: pytest.Monkey
     monkeypatch.setenv("APP_ENV", "production")
     monkeypatch.setenv("SECRET_KEY", "a-real-production-secret-of-more-than-32-chars")
     monkeypatch.setenv("APP_DB_PASSWORD", "a-real-database-password")
+    monkeypatch.setenv("PUBLIC_BASE_URL", "https://testserver")
     get_settings.cache_clear()
     try:
         assert get_settings().secure_cookies
         client = TestClient(create_app(), base_url="https://testserver")
-        cookie = _post_signin(client, "alice@example.com", "demo-password").headers["set-cookie"]
-        assert "Secure" in cookie and "HttpOnly" in cookie
+        response = _post_signin(client, "alice@example.com", "demo-password")
+        assert "Secure" in response.headers["set-cookie"] and "HttpOnly" in response.headers["set-cookie"]
+        assert response.headers["strict-transport-security"].startswith("max-age=")
     finally:
         monkeypatch.undo()
         get_settings.cache_clear()

@@ -8,8 +8,9 @@ from fastapi import APIRouter, Depends
 from invoice_export.exports.schemas import ExportView
 from invoice_export.exports.service import cancel_export_for_user, get_export_for_user, start_export
 from invoice_export.web.deps import CurrentMember, csrf_header
+from invoice_export.web.problems import problem_responses
 
-router = APIRouter(prefix="/api")
+router = APIRouter(prefix="/api", responses=problem_responses(401, 403, 404, 409, 413, 415, 422))
 
 
 @router.post("/exports", status_code=202, dependencies=[Depends(csrf_header)])

@@ -6,14 +6,16 @@ from pathlib import Path
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, RedirectResponse, Response
+from fastapi.responses import RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from invoice_export.errors import DomainError
+from invoice_export.settings import get_settings
 from invoice_export.web import api, pages
 from invoice_export.web.deps import SignInRequired, protect_state_changes
-from invoice_export.web.templating import templates
+from invoice_export.web.limits import RequestLimits
+from invoice_export.web.problems import problem, wants_json
 
 STATIC = Path(__file__).parent / "static"
 
@@ -25,25 +27,13 @@ SECURITY_HEADERS = {
     "X-Frame-Options": "DENY",
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "same-origin",
+    "Permissions-Policy": "camera=(), microphone=(), geolocation=(), payment=()",
+    "Cross-Origin-Opener-Policy": "same-origin",
+    "Cross-Origin-Resource-Policy": "same-origin",
 }
-
-
-def _wants_json(request: Request) -> bool:
-    return request.url.path.startswith("/api/") or "application/json" in request.headers.get("accept", "")
-
-
-def _problem(request: Request, status: int, title: str, detail: str, code: str) -> Response:
-    if _wants_json(request):
-        return JSONResponse(
-            {"type": f"about:blank#{code}", "title": title, "status": status, "detail": detail, "code": code},
-            status_code=status,
-            media_type="application/problem+json",
-        )
-    if status == 401:
-        return RedirectResponse(f"/signin?next={request.url.path}", status_code=303)
-    return templates.TemplateResponse(
-        request, "error.html", {"title": title, "detail": detail, "status": status}, status_code=status
-    )
+# Pages, API answers and files are per user: never kept by a shared cache. Static assets may be.
+NO_STORE = "no-store"
+HSTS = "max-age=31536000; includeSubDomains"
 
 
 def create_app() -> FastAPI:
@@ -58,26 +48,32 @@ def create_app() -> FastAPI:
     app.include_router(pages.router)
     app.include_router(api.router)
 
+    app.add_middleware(RequestLimits)
+
     @app.middleware("http")
     async def security_headers(request: Request, call_next):  # type: ignore[no-untyped-def]
         response = await call_next(request)
         for name, value in SECURITY_HEADERS.items():
             response.headers.setdefault(name, value)
+        if not request.url.path.startswith("/static/"):
+            response.headers.setdefault("Cache-Control", NO_STORE)
+        if get_settings().app_env == "production":
+            response.headers.setdefault("Strict-Transport-Security", HSTS)
         return response
 
     @app.exception_handler(DomainError)
     async def domain_error(request: Request, exc: DomainError) -> Response:
-        if isinstance(exc, SignInRequired) and not _wants_json(request):
+        if isinstance(exc, SignInRequired) and not wants_json(request):
             return RedirectResponse(f"/signin?next={request.url.path}", status_code=303)
-        return _problem(request, exc.status, exc.title, exc.detail, exc.code)
+        return problem(request, exc.status, exc.title, exc.detail, exc.code)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> Response:
         detail = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        return _problem(request, 422, "Invalid input", detail, "invalid_input")
+        return problem(request, 422, "Invalid input", detail, "invalid_input")
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
-        return _problem(request, exc.status_code, "Request failed", str(exc.detail), f"http_{exc.status_code}")
+        return problem(request, exc.status_code, "Request failed", str(exc.detail), f"http_{exc.status_code}")
 
     return app
