@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -364,3 +365,83 @@ def page_size(monkeypatch: pytest.MonkeyPatch) -> Iterator[object]:
     yield set_size
     monkeypatch.delenv("EXPORT_PAGE_SIZE", raising=False)
     get_settings.cache_clear()
+
+
+@pytest.fixture(scope="module")
+def fresh_database(database: str) -> Iterator[str]:
+    """Admin URL of a second migrated and seeded database that no other test module touches, for
+    flows that need a seed user's first export of the day (one run per org, user and day)."""
+    from invoice_export.db.migrate import migrate
+    from invoice_export.db.seed import seed
+    from invoice_export.db.urls import resolve_urls
+    from invoice_export.settings import Settings
+
+    url = make_url(database).set(database=f"ie_test_{secrets.token_hex(4)}")
+    rendered = url.render_as_string(hide_password=False)
+    settings = Settings(database_url=rendered)
+    urls = resolve_urls(settings)
+    migrate(urls, settings.app_db_password)
+    engine = create_engine(urls.admin)
+    seed(engine)
+    engine.dispose()
+    yield rendered
+    server = create_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    with server.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{url.database}" WITH (FORCE)'))
+    server.dispose()
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class Server:
+    """A real `invoice-export serve --no-worker` process on a free port."""
+
+    def __init__(self, env: dict[str, str], log: Path) -> None:
+        self.port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        self.log = log
+        self._log_file = open(log, "ab")  # noqa: SIM115
+        command = [sys.executable, "-m", "invoice_export", "serve", "--no-worker", "--port", str(self.port)]
+        self.proc = subprocess.Popen(
+            command, env=os.environ | env, stdout=self._log_file, stderr=subprocess.STDOUT, cwd=PROJECT
+        )
+
+    def wait_ready(self, timeout: float = 60) -> Server:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited early:\n{self.log.read_text(errors='replace')}")
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", self.port)) == 0:
+                    return self
+            time.sleep(0.05)
+        raise RuntimeError(f"server not ready in {timeout}s:\n{self.log.read_text(errors='replace')}")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log_file.close()
+
+
+@pytest.fixture(scope="module")
+def start_server(database: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """Start web servers: `start_server(DATABASE_URL=..., EXPORT_PAGE_SIZE="2")` → Server."""
+    started: list[Server] = []
+
+    def start(**env: str) -> Server:
+        server = Server(env, tmp_path_factory.mktemp("server") / "server.log")
+        started.append(server)
+        return server.wait_ready()
+
+    yield start
+    for server in started:
+        server.stop()

@@ -43,6 +43,7 @@ class ExportView(BaseModel):
     pages_done: int
     pages_total: int | None
     row_count: int | None
+    rows_written: int | None = Field(None, description="rows stored so far: live while running, final when done")
     csv_path: str | None
     download_url: str | None
     error: str | None

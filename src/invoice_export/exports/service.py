@@ -14,7 +14,7 @@ from sqlalchemy import ColumnElement, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
-from invoice_export.db.models import Export
+from invoice_export.db.models import EXPORT_STATUSES, Export, Member, User
 from invoice_export.db.session import tenant_transaction
 from invoice_export.errors import Conflict, InvalidInput, LinkExpired, NotFound
 from invoice_export.exports.schemas import RUN_ID_PATTERN, ExportRequest, ExportView
@@ -22,7 +22,7 @@ from invoice_export.exports.storage import get_storage
 from invoice_export.exports.tokens import DownloadGrant
 from invoice_export.orgs.service import Membership, list_memberships, require_membership
 from invoice_export.settings import get_settings
-from invoice_export.workflows.queue import engine_client, enqueue_options
+from invoice_export.workflows.queue import PROGRESS_EVENT, engine_client, enqueue_options
 
 RESTARTABLE = ("failed", "canceled")
 ENGINE_STATUS = {"CANCELLED": "canceled", "ERROR": "failed", "MAX_RECOVERY_ATTEMPTS_EXCEEDED": "failed"}
@@ -222,14 +222,27 @@ def cancel_export_for_user(user_id: str, run_id: str) -> ExportView:
     raise NotFound(f"no export run {run_id!r}")
 
 
-def list_exports(org_id: str, user_id: str, limit: int = 20) -> list[ExportView]:
-    """The org's recent exports that this user may see (see `may_see`), newest first."""
+def list_exports(org_id: str, user_id: str, limit: int = 20, status: str | None = None) -> list[ExportView]:
+    """The org's recent exports that this user may see (see `may_see`), newest first; `status`
+    keeps only runs in that state."""
+    if status is not None and status not in EXPORT_STATUSES:
+        raise InvalidInput(f"unknown status {status!r}: expected one of {', '.join(EXPORT_STATUSES)}")
     with tenant_transaction(org_id, user_id) as session:
         membership = require_membership(session, org_id, user_id)
-        exports = session.execute(
-            select(Export).where(_visible_to(membership)).order_by(Export.requested_at.desc()).limit(limit)
-        ).scalars()
+        query = select(Export).where(_visible_to(membership))
+        if status is not None:
+            query = query.where(Export.status == status)
+        exports = session.execute(query.order_by(Export.requested_at.desc()).limit(limit)).scalars()
         return [_view(export, engine_status=None) for export in exports]
+
+
+def member_names(org_id: str, user_id: str) -> dict[str, str]:
+    """Display names of the org's members by user id, for "who" columns."""
+    with tenant_transaction(org_id, user_id) as session:
+        rows = session.execute(
+            select(User.id, User.name).join(Member, Member.user_id == User.id).where(Member.organization_id == org_id)
+        ).all()
+    return {row.id: row.name for row in rows}
 
 
 def engine_status(run_id: str) -> dict[str, Any] | None:
@@ -238,11 +251,15 @@ def engine_status(run_id: str) -> dict[str, Any] | None:
     if not found:
         return None
     status = found[0]
+    progress = None
+    if status.status == "PENDING":
+        progress = engine_client().get_event(run_id, PROGRESS_EVENT, timeout_seconds=0)
     return {
         "status": status.status,
         "attempts": status.recovery_attempts or 0,
         "error": str(status.error) if status.error else None,
         "executor_id": status.executor_id,
+        "rows_written": progress.get("rows") if isinstance(progress, dict) else None,
     }
 
 
@@ -250,8 +267,10 @@ def _view(export: Export, engine_status: dict[str, Any] | None) -> ExportView:
     status = export.status
     error = export.error
     attempts = 0
+    rows_written = export.row_count
     if engine_status is not None:
         attempts = engine_status["attempts"]
+        rows_written = rows_written if rows_written is not None else engine_status["rows_written"]
         if status in ("queued", "running") and engine_status["status"] in ENGINE_STATUS:
             status = ENGINE_STATUS[engine_status["status"]]
             error = error or engine_status["error"]
@@ -266,6 +285,7 @@ def _view(export: Export, engine_status: dict[str, Any] | None) -> ExportView:
         pages_done=export.pages_done,
         pages_total=export.pages_total,
         row_count=export.row_count,
+        rows_written=rows_written,
         csv_path=str(path) if path else None,
         download_url=export.download_url,
         error=error,

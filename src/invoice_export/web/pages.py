@@ -3,18 +3,28 @@
 from __future__ import annotations
 
 import math
-from datetime import timedelta
+from datetime import UTC, timedelta
 from pathlib import Path
 from typing import Annotated
 from urllib.parse import urlparse
 
-from fastapi import APIRouter, Depends, Form, Request
+from fastapi import APIRouter, Depends, Form, Query, Request
 from fastapi import Path as Path_
 from fastapi.responses import FileResponse, RedirectResponse, Response
 
 from invoice_export.errors import LinkExpired, NotFound
+from invoice_export.exports.runs import run_detail
 from invoice_export.exports.schemas import ORG_ID_PATTERN
-from invoice_export.exports.service import list_exports, open_download, open_download_by_token, start_export
+from invoice_export.exports.service import (
+    get_export,
+    get_export_for_user,
+    list_exports,
+    member_names,
+    open_download,
+    open_download_by_token,
+    start_export,
+    utc_day,
+)
 from invoice_export.exports.tokens import InvalidToken, read_download_token
 from invoice_export.orgs.sessions import authenticate, create_session, end_session, set_active_org
 from invoice_export.orgs.throttle import ThrottleKey, record_failure, record_success, retry_after
@@ -119,13 +129,90 @@ def choose_org(ctx: CurrentMember, org_id: Annotated[str, Form(max_length=100)])
 
 @router.get("/inspector")
 def inspector(request: Request, ctx: CurrentMember) -> Response:
+    """The export panel: the member's latest run, live, and the org's recent runs."""
     org_id = ctx.membership.org_id
     exports = list_exports(org_id, ctx.user.user_id)
     latest = next((e for e in exports if e.requested_by == ctx.user.user_id), None)
+    if latest is not None:
+        latest = get_export(org_id, ctx.user.user_id, latest.run_id)
     return templates.TemplateResponse(
         request,
         "inspector.html",
-        {"ctx": ctx, "latest": latest, "exports": exports, "csrf_token": ctx.user.csrf_token},
+        {
+            "ctx": ctx,
+            "latest": latest,
+            "latest_is_today": latest is not None and latest.requested_at.astimezone(UTC).date() == utc_day(),
+            "exports": exports,
+            "names": member_names(org_id, ctx.user.user_id),
+            "csrf_token": ctx.user.csrf_token,
+        },
+    )
+
+
+def _status_filter(status: str | None) -> str | None:
+    return status or None
+
+
+@router.get("/runs")
+def runs(request: Request, ctx: CurrentMember, status: str | None = None) -> Response:
+    """The active org's runs, newest first, optionally only those in one state."""
+    org_id = ctx.membership.org_id
+    return templates.TemplateResponse(
+        request,
+        "runs.html",
+        {
+            "ctx": ctx,
+            "run": None,
+            "runs": list_exports(org_id, ctx.user.user_id, limit=100, status=_status_filter(status)),
+            "status": _status_filter(status),
+            "names": member_names(org_id, ctx.user.user_id),
+            "csrf_token": ctx.user.csrf_token,
+        },
+    )
+
+
+@router.get("/runs/table")
+def runs_table(request: Request, ctx: CurrentMember, limit: Annotated[int, Query(ge=1, le=100)] = 8) -> Response:
+    """The inspector's "Recent exports" table alone, fetched again when a run starts or ends."""
+    org_id = ctx.membership.org_id
+    return templates.TemplateResponse(
+        request,
+        "_runs_table.html",
+        {
+            "runs": list_exports(org_id, ctx.user.user_id, limit=limit),
+            "names": member_names(org_id, ctx.user.user_id),
+            "caption": f"Recent exports of {ctx.membership.org_name}",
+            "empty": "No exports yet.",
+        },
+    )
+
+
+@router.get("/runs/{run_id}")
+def run_page(request: Request, ctx: CurrentMember, run_id: str, status: str | None = None) -> Response:
+    """One run's timeline from the engine's step history, beside the list of its org's runs."""
+    org_id = get_export_for_user(ctx.user.user_id, run_id).org_id
+    return templates.TemplateResponse(
+        request,
+        "runs.html",
+        {
+            "ctx": ctx,
+            "run": run_detail(org_id, ctx.user.user_id, run_id),
+            "runs": list_exports(org_id, ctx.user.user_id, limit=100, status=_status_filter(status)),
+            "status": _status_filter(status),
+            "names": member_names(org_id, ctx.user.user_id),
+            "csrf_token": ctx.user.csrf_token,
+        },
+    )
+
+
+@router.get("/runs/{run_id}/timeline")
+def run_timeline(request: Request, user: CurrentUser, run_id: str) -> Response:
+    """The run page's summary and timeline alone, which the page fetches again as the run moves."""
+    org_id = get_export_for_user(user.user_id, run_id).org_id
+    return templates.TemplateResponse(
+        request,
+        "_run_detail.html",
+        {"run": run_detail(org_id, user.user_id, run_id), "names": member_names(org_id, user.user_id)},
     )
 
 

@@ -41,10 +41,9 @@ from invoice_export.invoices.repository import (
     read_csv_page,
 )
 from invoice_export.settings import get_settings
-from invoice_export.workflows.queue import WORKFLOW_NAME
+from invoice_export.workflows.queue import PROGRESS_EVENT, WORKFLOW_NAME
 from invoice_export.workflows.runtime import datasource, tenant_write
 
-PROGRESS_EVENT = "progress"
 ACTIVE = ("queued", "running")
 
 
@@ -115,6 +114,13 @@ def _publish(pages_total: int, pages_done: int, rows: int) -> None:
     DBOS.set_event(PROGRESS_EVENT, {"pages_total": pages_total, "pages_done": pages_done, "rows": rows})
 
 
+def _attempt() -> int:
+    """Which try of the running step this is (1 = first). The engine records only a step's final
+    outcome, so a retrying step reports its attempt in its output for the run page."""
+    status = DBOS.step_status
+    return (status.current_attempt or 0) + 1 if status is not None else 1
+
+
 @DBOS.step()
 def plan_export(job: dict[str, Any]) -> dict[str, Any]:
     """Fix the snapshot (the invoices exactly as they are now), count them and mark the row running.
@@ -183,6 +189,7 @@ def write_page(
         "bytes": size,
         "last": csv_page.last.as_dict() if csv_page.last else None,
         "canceled": False,
+        "attempt": _attempt(),
     }
 
 
@@ -206,7 +213,7 @@ def assemble_file(job: dict[str, Any], pages: int) -> dict[str, Any]:
     stored = storage.assemble(job["export_id"], job["attempt"], pages, BOM + HEADER, name)
     storage.remove_parts(job["export_id"], job["attempt"])
     link = signed_download_url(job["export_id"], job["org_id"])
-    return {"key": stored.key, "bytes": stored.size, "download_url": link, "canceled": False}
+    return {"key": stored.key, "bytes": stored.size, "download_url": link, "canceled": False, "attempt": _attempt()}
 
 
 def _is_transient(error: BaseException) -> bool:
@@ -239,7 +246,12 @@ def send_ready_email(job: dict[str, Any], rows: int, download_url: str) -> dict[
         suppressed = suppression_reason(session, user.email)
     outcome = send_unless_suppressed(get_backend(settings), message, suppressed)
     hit("email.handed-over")
-    return {"sent": outcome.sent, "message_id": outcome.message_id, "skipped_reason": outcome.skipped_reason}
+    return {
+        "sent": outcome.sent,
+        "message_id": outcome.message_id,
+        "skipped_reason": outcome.skipped_reason,
+        "attempt": _attempt(),
+    }
 
 
 @tenant_write
