@@ -12,7 +12,7 @@ from invoice_export.exports.runs import run_detail
 from invoice_export.exports.service import start_export
 from invoice_export.web.app import create_app
 from tests.conftest import make_org, wait_for_status
-from tests.web.test_web import sign_in
+from tests.web.conftest import sign_in
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
