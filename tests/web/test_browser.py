@@ -47,14 +47,22 @@ def chromium() -> Iterator[Browser]:
 
 
 @pytest.fixture(scope="module")
-def site(fresh_database: str, start_server: Callable[..., Server]) -> Server:
+def fresh_env(fresh_database: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """The fresh database and a data folder of its own: run ids (and so file and email names)
+    repeat across databases for the same org, user and day."""
+    data_dir = tmp_path_factory.mktemp("browser-data")
+    return {"DATABASE_URL": fresh_database, "INVOICE_EXPORT_DATA_DIR": str(data_dir)}
+
+
+@pytest.fixture(scope="module")
+def site(fresh_env: dict[str, str], start_server: Callable[..., Server]) -> Server:
     # The web process fixes the page size of the runs it starts (it travels in the payload).
-    return start_server(DATABASE_URL=fresh_database, EXPORT_PAGE_SIZE=str(PAGE_SIZE))
+    return start_server(**fresh_env, EXPORT_PAGE_SIZE=str(PAGE_SIZE))
 
 
 @pytest.fixture
-def workers(fresh_database: str, start_worker: Callable[..., Worker]) -> Callable[[str], Worker]:
-    return lambda worker_id: start_worker(worker_id, DATABASE_URL=fresh_database)
+def workers(fresh_env: dict[str, str], start_worker: Callable[..., Worker]) -> Callable[[str], Worker]:
+    return lambda worker_id: start_worker(worker_id, **fresh_env)
 
 
 def signed_in(chromium: Browser, site: Server, email: str, **context: object) -> Page:
@@ -143,6 +151,7 @@ def test_export_shows_live_progress_and_downloads_240_rows(
     assert progress(page) == (120, 120)
     expect(page.locator("#run-status")).to_have_text("Completed")
     expect(page.locator("#run-words")).to_have_text("Done: 240 rows in 120 pages.")
+    expect(page.locator("#run-announce")).to_have_text("Export completed. Done: 240 rows in 120 pages.")
     expect(page.locator("#f-rows")).to_have_text("240")
     expect(page.locator("#f-attempts")).to_have_text("1")
     expect(page.locator("#export-form")).to_be_hidden()

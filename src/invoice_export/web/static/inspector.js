@@ -67,7 +67,7 @@
     else if (retry) $("export-reason").textContent = "Today's export did not finish. Retry starts it again.";
   }
 
-  function render(r) {
+  function render(r, initial = false) {
     const previous = run;
     run = r;
     const total = r.pages_total;
@@ -93,7 +93,12 @@
     $("cancel-button").disabled = false;
     $("details-link").href = `/runs/${encodeURIComponent(r.run_id)}`;
     renderPrimary(r);
-    if (!previous || previous.run_id !== r.run_id || previous.status !== r.status) refreshRecent();
+    const changed = !previous || previous.run_id !== r.run_id || previous.status !== r.status;
+    if (changed && !initial) {
+      // Announced once per change of state, not on every page.
+      $("run-announce").textContent = `Export ${WORDS[r.status].toLowerCase()}. ${sentence}`;
+      refreshRecent();
+    }
     clearInterval(tickTimer);
     if (ACTIVE.includes(r.status)) tickTimer = setInterval(() => { $("f-elapsed").textContent = duration(elapsed(run)); }, 1000);
   }
@@ -179,7 +184,7 @@
   });
 
   if (run) {
-    render(run);
+    render(run, true);
     if (ACTIVE.includes(run.status)) watch(run.run_id);
   }
 })();
