@@ -285,3 +285,26 @@ def test_another_orgs_run_is_not_found(chromium: Browser, site: Server, workers:
     assert outsider.request.get(f"/api/exports/{run_id}").status == 404
     outsider.goto("/runs")
     expect(outsider.locator(f'tr[data-run-id="{run_id}"]')).to_have_count(0)
+
+
+def test_cancel_stops_a_running_export_and_offers_retry(
+    chromium: Browser, site: Server, workers: Callable[[str], Worker]
+) -> None:
+    workers("browser-5")
+    page = signed_in(chromium, site, "bob@example.com")
+    page.get_by_role("button", name="Export invoices").click()
+    watch_progress(page, lambda: progress(page)[0] >= 3)
+    page.get_by_role("button", name="Cancel").click()
+    expect(page.locator("#run-status")).to_have_text("Canceled")
+    expect(page.get_by_role("alert")).to_contain_text("canceled by user_bob")
+    expect(page.get_by_role("button", name="Cancel")).to_be_hidden()
+    expect(page.get_by_role("button", name="Retry")).to_be_enabled()
+    stopped_at = progress(page)[0]
+    assert 3 <= stopped_at < 120
+
+    page.get_by_role("link", name="Run details").click()
+    timeline = page.locator("ol.timeline > li")
+    expect(timeline.filter(has_text="Write pages")).to_have_class(re.compile("st-stopped"))
+    expect(page.locator("ol.timeline")).not_to_contain_text("Email the download link")
+    expect(page.locator("#detail-status")).to_have_text("Canceled")
+    shot(page, "run-page-canceled")
