@@ -58,4 +58,5 @@ def test_suppressed_address_is_skipped_and_the_skip_recorded(sole_worker, smtp_s
         "sent": False,
         "message_id": message_id_for(run.run_id),
         "skipped_reason": "address suppressed: hard bounce",
+        "attempt": 1,
     }

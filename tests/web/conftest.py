@@ -25,7 +25,7 @@ def sign_in(client: TestClient, email: str, password: str = "demo-password") -> 
     response = client.post("/signin", data={"email": email, "password": password}, follow_redirects=False)
     assert response.status_code == 303, response.text
     page = client.get("/inspector")
-    assert page.status_code == 200
+    assert page.status_code == 200, page.text
     match = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
     assert match
     return match.group(1)

@@ -26,9 +26,19 @@ from tests.web.test_csrf import api_routes
 
 PASSWORD = "idor-matrix-password"
 ACTORS = ("owner", "member", "outsider", "signed_out")
-ENDPOINTS = ("api_run", "download", "emailed_link")
+ENDPOINTS = ("api_run", "events", "cancel", "run_page", "run_timeline", "download", "emailed_link")
+API_ENDPOINTS = ("api_run", "events", "cancel")
+DOWNLOADS = ("download", "emailed_link")
 # Every route that takes an id of an export, a run or a link must be in this matrix.
-COVERED_PATHS = {"/api/exports/{run_id}", "/exports/{export_id}/download", "/downloads/{token}"}
+COVERED_PATHS = {
+    "/api/exports/{run_id}",
+    "/api/exports/{run_id}/events",
+    "/api/exports/{run_id}/cancel",
+    "/runs/{run_id}",
+    "/runs/{run_id}/timeline",
+    "/exports/{export_id}/download",
+    "/downloads/{token}",
+}
 
 
 @dataclass
@@ -92,6 +102,7 @@ def world(database: str) -> World:
     for user in [outsider] + [u for org in orgs.values() for u in (org.owner, org.member)]:
         clients[user] = TestClient(create_app())
         csrf[user] = sign_in(clients[user], f"{user}@example.com", PASSWORD)
+        clients[user].headers["X-CSRF-Token"] = csrf[user]
     return World(orgs, outsider, clients, csrf)
 
 
@@ -102,6 +113,14 @@ def _actor(world: World, org: Org, actor: str) -> str:
 def _request(client: TestClient, endpoint: str, export: dict[str, Any]):  # type: ignore[no-untyped-def]
     if endpoint == "api_run":
         return client.get(f"/api/exports/{export['run_id']}")
+    if endpoint == "events":
+        return client.get(f"/api/exports/{export['run_id']}/events")
+    if endpoint == "cancel":
+        return client.post(f"/api/exports/{export['run_id']}/cancel")
+    if endpoint == "run_page":
+        return client.get(f"/runs/{export['run_id']}", follow_redirects=False)
+    if endpoint == "run_timeline":
+        return client.get(f"/runs/{export['run_id']}/timeline", follow_redirects=False)
     if endpoint == "download":
         return client.get(f"/exports/{export['export_id']}/download", follow_redirects=False)
     token = issue_download_token(export["export_id"], export["org_id"])
@@ -135,15 +154,21 @@ def test_matrix(world: World, admin_conn, org_label: str, requester: str, actor:
     response = _request(client, endpoint, export)
 
     if actor == "signed_out":
-        if endpoint == "api_run":
+        if endpoint in API_ENDPOINTS:
             assert response.status_code == 401
             assert response.headers["content-type"].startswith("application/problem+json")
         else:
             assert response.status_code == 303 and response.headers["location"].startswith("/signin?next=/")
+    elif endpoint == "cancel" and allowed:
+        assert response.status_code == 409 and "already completed" in response.json()["detail"]
     elif allowed:
         assert response.status_code == 200, response.text
         if endpoint == "api_run":
             assert response.json()["run_id"] == export["run_id"] and response.json()["org_id"] == org.org_id
+        elif endpoint == "events":
+            assert f'"run_id":"{export["run_id"]}"' in response.text and org.org_id in response.text
+        elif endpoint in ("run_page", "run_timeline"):
+            assert export["run_id"] in response.text and "Timeline" in response.text
         else:
             assert response.content == f"{org.org_id}\r\n".encode()
     else:
@@ -151,7 +176,7 @@ def test_matrix(world: World, admin_conn, org_label: str, requester: str, actor:
         assert response.status_code == unknown.status_code == 404
         assert response.headers["content-type"] == unknown.headers["content-type"]
         assert response.text.replace(export["run_id"], "ID") == unknown.text.replace(_run_in(unknown.text), "ID")
-    expected_audits = audited + (1 if allowed and actor != "signed_out" and endpoint != "api_run" else 0)
+    expected_audits = audited + (1 if allowed and actor != "signed_out" and endpoint in DOWNLOADS else 0)
     assert _audited(admin_conn, export["export_id"]) == expected_audits
 
 

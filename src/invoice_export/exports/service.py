@@ -236,6 +236,20 @@ def list_exports(org_id: str, user_id: str, limit: int = 20, status: str | None 
         return [_view(export, engine_status=None) for export in exports]
 
 
+def latest_export(org_id: str, user_id: str) -> ExportView | None:
+    """The user's own newest export in the org, with the engine's view of it (attempts, rows
+    written so far), for the inspector's panel."""
+    with tenant_transaction(org_id, user_id) as session:
+        require_membership(session, org_id, user_id)
+        export = session.execute(
+            select(Export)
+            .where(Export.organization_id == org_id, Export.requested_by == user_id)
+            .order_by(Export.requested_at.desc())
+            .limit(1)
+        ).scalar_one_or_none()
+    return _view(export, engine_status=engine_status(export.run_id)) if export is not None else None
+
+
 def member_names(org_id: str, user_id: str) -> dict[str, str]:
     """Display names of the org's members by user id, for "who" columns."""
     with tenant_transaction(org_id, user_id) as session:

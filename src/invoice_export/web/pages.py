@@ -16,8 +16,8 @@ from invoice_export.errors import LinkExpired, NotFound
 from invoice_export.exports.runs import run_detail
 from invoice_export.exports.schemas import ORG_ID_PATTERN
 from invoice_export.exports.service import (
-    get_export,
     get_export_for_user,
+    latest_export,
     list_exports,
     member_names,
     open_download,
@@ -131,10 +131,8 @@ def choose_org(ctx: CurrentMember, org_id: Annotated[str, Form(max_length=100)])
 def inspector(request: Request, ctx: CurrentMember) -> Response:
     """The export panel: the member's latest run, live, and the org's recent runs."""
     org_id = ctx.membership.org_id
-    exports = list_exports(org_id, ctx.user.user_id)
-    latest = next((e for e in exports if e.requested_by == ctx.user.user_id), None)
-    if latest is not None:
-        latest = get_export(org_id, ctx.user.user_id, latest.run_id)
+    exports = list_exports(org_id, ctx.user.user_id, limit=8)
+    latest = latest_export(org_id, ctx.user.user_id)
     return templates.TemplateResponse(
         request,
         "inspector.html",
