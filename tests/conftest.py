@@ -97,6 +97,7 @@ class Worker:
     def start(self, timeout: float = 60) -> Worker:
         env = os.environ | self.env | {"WORKER_ID": self.worker_id}
         self._log_file = open(self.log, "ab")  # noqa: SIM115
+        self.log_offset = self._log_file.tell()  # a restart appends: only this start's lines count
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "invoice_export", "worker"],
             env=env,
@@ -106,12 +107,18 @@ class Worker:
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if f"worker {self.worker_id} ready" in self.log.read_text(errors="replace"):
+            if f"worker {self.worker_id} ready" in self.output():
                 return self
             if self.proc.poll() is not None:
                 raise RuntimeError(f"worker exited early:\n{self.log.read_text(errors='replace')}")
             time.sleep(0.05)
         raise RuntimeError(f"worker not ready in {timeout}s:\n{self.log.read_text(errors='replace')}")
+
+    def output(self) -> str:
+        """What the process printed since this start."""
+        with open(self.log, "rb") as f:
+            f.seek(self.log_offset)
+            return f.read().decode(errors="replace")
 
     def kill(self) -> None:
         assert self.proc is not None
@@ -445,3 +452,42 @@ def start_server(database: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
     yield start
     for server in started:
         server.stop()
+
+
+def slow_pages(pages: int, seconds: float) -> str:
+    """A failpoint spec that makes each of the first `pages` pages pause `seconds` inside its
+    transaction, so a run is still in flight when a test kills its worker."""
+    return ",".join(f"page.read@{page}=sleep:{seconds}" for page in range(1, pages + 1))
+
+
+def engine_run(run_id: str) -> object:
+    """The workflow engine's record of `run_id` (status, executor, timestamps in epoch ms)."""
+    from invoice_export.workflows.queue import engine_client
+
+    found = engine_client().list_workflows(workflow_ids=[run_id], load_input=False, load_output=False)
+    assert len(found) == 1, f"{len(found)} engine workflows for {run_id}"
+    return found[0]
+
+
+def wait_until(condition: object, timeout: float = 60, what: str = "condition") -> object:
+    """Poll `condition()` until it returns something truthy; return that."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()  # type: ignore[operator]
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} not reached after {timeout}s")
+        time.sleep(0.05)
+
+
+def reference_file(org_id: str, user_id: str) -> bytes:
+    """An uninterrupted export of the same org (yesterday's run, so a separate run)."""
+    from datetime import UTC, datetime, timedelta
+
+    from invoice_export.exports.service import start_export
+
+    run = start_export(org_id, user_id, now=datetime.now(UTC) - timedelta(days=1))
+    view = wait_for_status(org_id, user_id, run.run_id)
+    assert view.status == "completed", view.error  # type: ignore[attr-defined]
+    return Path(view.csv_path).read_bytes()  # type: ignore[attr-defined]

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Annotated
@@ -204,26 +204,16 @@ def serve(
     import uvicorn
 
     from invoice_export.web.app import create_app
+    from invoice_export.worker import DEFAULT_WORKER_ID, WorkerIdInUse, serving
 
     settings = _settings()
-    stop = threading.Event()
-    if not no_worker:
-        from invoice_export.worker import DEFAULT_WORKER_ID, WorkerIdInUse, claim_worker_id
-        from invoice_export.workflows import runtime
-
-        worker_id = settings.worker_id or DEFAULT_WORKER_ID
-        try:
-            lock = claim_worker_id(worker_id)
-        except WorkerIdInUse as exc:
-            raise _fail(exc, 3) from None
-        runtime.launch(settings, worker_id)
-    try:
-        uvicorn.run(create_app(), host=host, port=port, log_level="warning")
-    finally:
-        stop.set()
+    with contextlib.ExitStack() as in_process:
         if not no_worker:
-            runtime.shutdown()
-            lock.close()
+            try:
+                in_process.enter_context(serving(settings, settings.worker_id or DEFAULT_WORKER_ID))
+            except WorkerIdInUse as exc:
+                raise _fail(exc, 3) from None
+        uvicorn.run(create_app(), host=host, port=port, log_level="warning")
 
 
 @app.command("demo")
@@ -236,8 +226,7 @@ def demo(as_json: JsonOpt = False) -> None:
     from invoice_export.email.backends import FileBackend
     from invoice_export.email.message import message_id_for
     from invoice_export.exports.service import start_export
-    from invoice_export.worker import WorkerIdInUse, claim_worker_id
-    from invoice_export.workflows import runtime
+    from invoice_export.worker import WorkerIdInUse, serving
 
     settings = _settings()
     say = err.print
@@ -248,17 +237,12 @@ def demo(as_json: JsonOpt = False) -> None:
     summary = seed(admin_engine())
     say(f"seeded: {', '.join(f'{org} {n}' for org, n in summary.orgs.items())}")
     try:
-        lock = claim_worker_id("demo")
+        with serving(settings, "demo"):
+            view = start_export("org_acme", "user_alice")
+            say(f"started run {view.run_id}")
+            view = _wait_with_progress("org_acme", "user_alice", view.run_id, show=not as_json)
     except WorkerIdInUse as exc:
         raise _fail(exc, 3) from None
-    runtime.launch(settings, "demo")
-    try:
-        view = start_export("org_acme", "user_alice")
-        say(f"started run {view.run_id}")
-        view = _wait_with_progress("org_acme", "user_alice", view.run_id, show=not as_json)
-    finally:
-        runtime.shutdown()
-        lock.close()
     email_path: Path | None = None
     if settings.email_backend == "file":
         candidate = FileBackend(settings.data_dir / "outbox").path_for_id(message_id_for(view.run_id))

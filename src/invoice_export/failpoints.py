@@ -3,8 +3,9 @@ otherwise; production never sets these variables.
 
 - `INVOICE_EXPORT_FAILPOINTS="point=action,..."` arms points. Actions: `kill` (SIGKILL this
   process), `error` (raise `InjectedFault`), `drop-connection` (terminate this step's own
-  database connection, so its next statement fails like a dropped connection). `action*N` fires
-  on the first N hits only (in this process); without `*N` it fires on every hit.
+  database connection, so its next statement fails like a dropped connection), `sleep:SECONDS`
+  (pause there, so that a run takes long enough for a test to kill its worker mid-run).
+  `action*N` fires on the first N hits only (in this process); without `*N` it fires on every hit.
 - `INVOICE_EXPORT_FAILPOINT_TRACE=/path` appends `point pid unix-time` for every hit, armed or not, so a
   test can count how often each piece of work ran across a kill and a restart.
 
@@ -55,5 +56,7 @@ def hit(point: str, session: Any = None) -> None:
         raise InjectedFault(f"injected fault at {point}")
     elif name == "drop-connection" and session is not None:
         session.execute(text("SELECT pg_terminate_backend(pg_backend_pid())"))
+    elif name.startswith("sleep:"):
+        time.sleep(float(name.removeprefix("sleep:")))
     else:
         raise ValueError(f"unknown failpoint action {action!r} at {point}")

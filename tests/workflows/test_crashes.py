@@ -6,25 +6,16 @@ message and the process died before recording it: the documented window, same Me
 from __future__ import annotations
 
 from collections import Counter
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from invoice_export.email.message import message_id_for
 from invoice_export.exports.service import get_export, start_export
-from tests.conftest import audit_count, export_files, invoices, make_org, wait_for_status
+from tests.conftest import audit_count, export_files, invoices, make_org, reference_file, wait_for_status
 
 PAGES = 5
 PAGE_SIZE = 10
-
-
-def reference_file(org_id: str, user_id: str) -> bytes:
-    """An uninterrupted export of the same org (yesterday's run, so a separate run)."""
-    run = start_export(org_id, user_id, now=datetime.now(UTC) - timedelta(days=1))
-    view = wait_for_status(org_id, user_id, run.run_id)
-    assert view.status == "completed", view.error
-    return Path(view.csv_path).read_bytes()  # type: ignore[arg-type]
 
 
 def trace_counts(trace: Path) -> Counter[str]:
