@@ -43,6 +43,9 @@ class Settings(BaseSettings):
     invoice_export_data_dir: Path = Field(Path(".data"), description="where files, outbox and embedded db live")
     secret_key: str = Field(PLACEHOLDER_SECRET, min_length=32, description="signs sessions and download links")
     export_page_size: int = Field(5000, ge=1, le=1_000_000, description="invoices per checkpointed page")
+    export_page_concurrency: int = Field(
+        2, ge=1, le=8, description="pages of one export written at the same time (each is its own checkpoint)"
+    )
     queue_poll_seconds: float = Field(0.1, gt=0, le=60, description="how often a worker looks for queued runs")
     worker_id: str | None = Field(None, description="unique, stable engine executor id of this worker process")
     public_base_url: str = Field("http://127.0.0.1:8000", description="base of links in emails")

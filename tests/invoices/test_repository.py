@@ -13,8 +13,8 @@ from invoice_export.db.session import admin_engine, set_tenant, tenant_transacti
 from invoice_export.invoices.repository import (
     Keyset,
     Snapshot,
-    count_invoices,
     current_snapshot,
+    plan_pages,
     prune_versions,
     read_csv_page,
 )
@@ -23,26 +23,28 @@ from tests.conftest import make_org
 T0 = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
 
 
-def _page(org_id: str, snapshot: Snapshot, after: Keyset | None, size: int) -> tuple[list[list[str]], Keyset | None]:
-    with tenant_transaction(org_id, isolation_level="REPEATABLE READ") as session:
-        page = read_csv_page(session, org_id, snapshot, after, size)
-    parsed = list(csv.reader(io.StringIO(page.data.decode(), newline="")))
-    assert len(parsed) == page.rows <= size
-    return parsed, page.last
+def _plan(org_id: str, snapshot: Snapshot, page_size: int) -> list[Keyset]:
+    with tenant_transaction(org_id) as session:
+        plan = plan_pages(session, org_id, snapshot, page_size)
+    assert len(plan.ends) == -(-plan.invoices // page_size)
+    return plan.ends
 
 
 def _all_pages(
     org_id: str, page_size: int, snapshot: Snapshot, between_pages: Callable[[int], None] = lambda _: None
 ) -> list[list[str]]:
+    """Plan the pages of `snapshot`, then read them one transaction each, as the export does."""
+    ends = _plan(org_id, snapshot, page_size)
     rows: list[list[str]] = []
-    after = None
-    for n in range(10_000):
-        page, after = _page(org_id, snapshot, after, page_size)
-        if not page:
-            return rows
-        rows.extend(page)
+    for n, last in enumerate(ends):
+        with tenant_transaction(org_id) as session:
+            page = read_csv_page(session, org_id, snapshot, ends[n - 1] if n else None, last, page_size)
+        parsed = list(csv.reader(io.StringIO(page.data.decode(), newline="")))
+        assert len(parsed) == page.rows
+        assert page.rows == page_size or n == len(ends) - 1
+        rows.extend(parsed)
         between_pages(n)
-    raise AssertionError("paging did not end")
+    return rows
 
 
 def _snapshot(org_id: str) -> Snapshot:
@@ -123,8 +125,8 @@ def test_pages_keep_the_snapshot_while_rows_move_change_and_disappear(database: 
     assert [r[5] for r in rows] == [f"{(100 + i) / 100:.2f}" for i in range(30)]
     assert [r[6] for r in rows] == [(T0 + timedelta(minutes=i)).isoformat(timespec="microseconds") for i in range(30)]
     with tenant_transaction(org_id) as session:
-        assert count_invoices(session, org_id, snapshot) == 30
-        assert count_invoices(session, org_id, current_snapshot(session)) == 30 - 2 + 2
+        assert plan_pages(session, org_id, snapshot, 7).invoices == 30
+        assert plan_pages(session, org_id, current_snapshot(session), 7).invoices == 30 - 2 + 2
 
 
 def test_versions_are_pruned_only_when_no_running_export_needs_them(database: str, admin_conn) -> None:  # type: ignore[no-untyped-def]

@@ -17,8 +17,8 @@ ExportStatus = Literal["queued", "running", "completed", "failed", "canceled"]
 
 class ExportRequest(BaseModel):
     """The workflow's only argument, validated before anything is enqueued. It carries the page
-    size so that a run keeps its pages (and its checkpoints' meaning) across restarts even if
-    the setting changes."""
+    size and how many pages are written at once, so that a run keeps its pages (and its
+    checkpoints' meaning) across restarts even if the settings change."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -29,6 +29,8 @@ class ExportRequest(BaseModel):
     attempt: int = Field(ge=1)
     day_bucket: date
     page_size: int = Field(ge=1, le=1_000_000)
+    # Runs enqueued before this field existed wrote one page at a time.
+    page_concurrency: int = Field(1, ge=1, le=8)
 
 
 class ExportView(BaseModel):

@@ -22,7 +22,7 @@ from invoice_export.exports.storage import get_storage
 from invoice_export.exports.tokens import DownloadGrant
 from invoice_export.orgs.service import Membership, list_memberships, require_membership
 from invoice_export.settings import get_settings
-from invoice_export.workflows.queue import PROGRESS_EVENT, engine_client, enqueue_options
+from invoice_export.workflows.queue import engine_client, enqueue_options
 
 RESTARTABLE = ("failed", "canceled")
 ENGINE_STATUS = {"CANCELLED": "canceled", "ERROR": "failed", "MAX_RECOVERY_ATTEMPTS_EXCEEDED": "failed"}
@@ -87,6 +87,7 @@ def start_export(org_id: str, user_id: str, *, now: datetime | None = None) -> E
             attempt=export.attempt,
             day_bucket=day,
             page_size=settings.export_page_size,
+            page_concurrency=settings.export_page_concurrency,
         )
         session.flush()
         engine_client().enqueue_in_transaction(
@@ -103,6 +104,7 @@ def _begin_new_attempt(export: Export, key: str) -> None:
     export.status = "queued"
     export.pages_done = 0
     export.pages_total = None
+    export.rows_written = 0
     export.row_count = None
     export.error = None
     export.file_key = None
@@ -260,20 +262,17 @@ def member_names(org_id: str, user_id: str) -> dict[str, str]:
 
 
 def engine_status(run_id: str) -> dict[str, Any] | None:
-    """The workflow engine's view of a run (status, start attempts, error), if it knows the run."""
-    found = engine_client().list_workflows(workflow_ids=[run_id], load_input=False)
+    """The workflow engine's view of a run (status, start attempts, error), if it knows the run.
+    Progress is not read here: the run's pages count it on the row."""
+    found = engine_client().list_workflows(workflow_ids=[run_id], load_input=False, load_output=False)
     if not found:
         return None
     status = found[0]
-    progress = None
-    if status.status == "PENDING":
-        progress = engine_client().get_event(run_id, PROGRESS_EVENT, timeout_seconds=0)
     return {
         "status": status.status,
         "attempts": status.recovery_attempts or 0,
         "error": str(status.error) if status.error else None,
         "executor_id": status.executor_id,
-        "rows_written": progress.get("rows") if isinstance(progress, dict) else None,
     }
 
 
@@ -281,10 +280,8 @@ def _view(export: Export, engine_status: dict[str, Any] | None) -> ExportView:
     status = export.status
     error = export.error
     attempts = 0
-    rows_written = export.row_count
     if engine_status is not None:
         attempts = engine_status["attempts"]
-        rows_written = rows_written if rows_written is not None else engine_status["rows_written"]
         if status in ("queued", "running") and engine_status["status"] in ENGINE_STATUS:
             status = ENGINE_STATUS[engine_status["status"]]
             error = error or engine_status["error"]
@@ -299,7 +296,7 @@ def _view(export: Export, engine_status: dict[str, Any] | None) -> ExportView:
         pages_done=export.pages_done,
         pages_total=export.pages_total,
         row_count=export.row_count,
-        rows_written=rows_written,
+        rows_written=export.row_count if export.row_count is not None else export.rows_written,
         csv_path=str(path) if path else None,
         download_url=export.download_url,
         error=error,

@@ -1,5 +1,5 @@
-"""Reads of an org's invoices for the export: a snapshot, a count and keyset pages in
-(issued_at, id) order, all as of one snapshot.
+"""Reads of an org's invoices for the export: a snapshot, a plan (the count and where each page
+ends) and keyset pages in (issued_at, id) order, all as of one snapshot.
 
 An export spans many transactions (one per page), so "the invoices as of the snapshot" cannot be
 left to MVCC. Each invoice row carries the transaction that wrote it (`version_xid`) and every
@@ -49,10 +49,17 @@ class Snapshot:
 
 
 @dataclass(frozen=True)
+class PagePlan:
+    """How many invoices a snapshot holds and the last key of each page (the last page may be short)."""
+
+    invoices: int
+    ends: list[Keyset]
+
+
+@dataclass(frozen=True)
 class CsvPage:
     data: bytes
     rows: int
-    last: Keyset | None
 
 
 INVOICE_COLUMNS = (
@@ -112,52 +119,55 @@ def _params(org_id: str, snapshot: Snapshot, after: Keyset | None) -> tuple[dict
     return params | {"after_ts": after.issued_at, "after_id": after.id}, _AFTER
 
 
-def count_invoices(session: Session, org_id: str, snapshot: Snapshot) -> int:
+def plan_pages(session: Session, org_id: str, snapshot: Snapshot, page_size: int) -> PagePlan:
+    """Count the invoices of `snapshot` and find where each page of `page_size` ends, in one
+    ordered walk of the keyset indexes (index-only where the visibility map allows).
+
+    With every page's end known up front, each page is one self-contained range read that any
+    transaction can repeat, so pages can be written in any order (or several at once) and a page
+    written again after a crash is byte for byte the same.
+    """
     params, _ = _params(org_id, snapshot, None)
     conn: psycopg.Connection = session.connection().connection.driver_connection  # type: ignore[assignment]
-    row = conn.execute(
-        f"""SELECT (SELECT count(*) FROM invoices WHERE {_CURRENT})
-                 + (SELECT count(*) FROM invoice_versions WHERE {_KEPT})""",
-        params,
-    ).fetchone()
-    assert row is not None
-    return int(row[0])
+    ends = conn.execute(
+        f"""SELECT rn, to_char(issued_at AT TIME ZONE 'UTC', {_ISO_UTC}), id
+            FROM (SELECT issued_at, id, row_number() OVER w AS rn, lead(id) OVER w IS NULL AS is_last
+                  FROM ((SELECT issued_at, id FROM invoices WHERE {_CURRENT} ORDER BY issued_at, id)
+                        UNION ALL
+                        (SELECT issued_at, id FROM invoice_versions WHERE {_KEPT} ORDER BY issued_at, id)
+                        ORDER BY issued_at, id) AS v
+                  WINDOW w AS (ORDER BY issued_at, id)) AS k
+            WHERE rn %% %(size)s = 0 OR is_last
+            ORDER BY rn""",
+        params | {"size": page_size},
+    ).fetchall()
+    invoices = int(ends[-1][0]) if ends else 0
+    return PagePlan(invoices=invoices, ends=[Keyset(issued_at=ts, id=id_) for _, ts, id_ in ends])
 
 
-def read_csv_page(session: Session, org_id: str, snapshot: Snapshot, after: Keyset | None, limit: int) -> CsvPage:
-    """Up to `limit` invoices of `snapshot` after `after`, as CSV records (CRLF, no header).
+def read_csv_page(
+    session: Session, org_id: str, snapshot: Snapshot, after: Keyset | None, last: Keyset, limit: int
+) -> CsvPage:
+    """The invoices of `snapshot` with keys in (`after`, `last`], as CSV records (CRLF, no header).
 
-    The page's last key is found first with an index-only walk of at most `limit` entries per
-    table; the COPY then reads exactly the rows between the two keys. Both must run in one
-    REPEATABLE READ transaction (the caller's), so that they see the same rows.
+    One COPY, so one statement snapshot: any isolation level gives the same bytes. `limit` (the
+    page size) only guides the planner: it cannot estimate a range between two row keys and
+    might otherwise scan the whole org for a deep page; with the limit every page is a short walk
+    of the keyset index, however deep.
     """
     params, after_sql = _params(org_id, snapshot, after)
+    params |= {"last_ts": last.issued_at, "last_id": last.id, "limit": limit}
     conn: psycopg.Connection = session.connection().connection.driver_connection  # type: ignore[assignment]
+    query = f"""COPY (SELECT {SELECT_CSV_COLUMNS}
+                      FROM ((SELECT {INVOICE_COLUMNS} FROM invoices WHERE {_CURRENT}{after_sql}{_UP_TO}
+                             ORDER BY issued_at, id LIMIT %(limit)s)
+                            UNION ALL
+                            (SELECT {INVOICE_COLUMNS} FROM invoice_versions WHERE {_KEPT}{after_sql}{_UP_TO}
+                             ORDER BY issued_at, id LIMIT %(limit)s)
+                           ) AS i
+                      JOIN currencies c ON c.code = i.currency
+                      ORDER BY i.issued_at, i.id) TO STDOUT (FORMAT csv)"""
     with conn.cursor() as cur:
-        cur.execute(
-            f"""SELECT to_char(issued_at AT TIME ZONE 'UTC', {_ISO_UTC}), id
-                FROM ((SELECT issued_at, id FROM invoices WHERE {_CURRENT}{after_sql}
-                       ORDER BY issued_at, id LIMIT %(limit)s)
-                      UNION ALL
-                      (SELECT issued_at, id FROM invoice_versions WHERE {_KEPT}{after_sql}
-                       ORDER BY issued_at, id LIMIT %(limit)s)
-                      ORDER BY issued_at, id LIMIT %(limit)s) AS page
-                ORDER BY issued_at DESC, id DESC LIMIT 1""",
-            params | {"limit": limit},
-        )
-        last_row = cur.fetchone()
-        if last_row is None:
-            return CsvPage(data=b"", rows=0, last=None)
-        last = Keyset(issued_at=last_row[0], id=last_row[1])
-        params |= {"last_ts": last.issued_at, "last_id": last.id}
-        query = f"""COPY (SELECT {SELECT_CSV_COLUMNS}
-                          FROM (SELECT {INVOICE_COLUMNS} FROM invoices WHERE {_CURRENT}{after_sql}{_UP_TO}
-                                UNION ALL
-                                SELECT {INVOICE_COLUMNS} FROM invoice_versions WHERE {_KEPT}{after_sql}{_UP_TO}
-                               ) AS i
-                          JOIN currencies c ON c.code = i.currency
-                          ORDER BY i.issued_at, i.id) TO STDOUT (FORMAT csv)"""
         with cur.copy(query, params) as copy:
             data = crlf_records(copy)
-        rows = cur.rowcount
-    return CsvPage(data=data, rows=rows, last=last)
+        return CsvPage(data=data, rows=cur.rowcount)

@@ -1,8 +1,11 @@
 """The durable export: plan → one checkpointed step per page → assemble → email → finalize.
 
-Imported only by worker processes. Every step is safe to run again, because the step that was in
+Imported only by worker processes. Every step is safe to run again, because a step that was in
 flight when a worker died is re-run on recovery; completed steps are replayed from their
 checkpoints and never redone. Steps return small metadata (never rows) so checkpoints stay tiny.
+The plan fixes where every page ends, so `page_concurrency` pages are written at a time, each
+still its own step; progress (`pages_done`, `rows_written`) is counted on the row by each page's
+own transaction.
 
 Cancel is cooperative: `exports/service.py:cancel_export` marks the row canceled; the row is
 checked at every page boundary (inside the page's own transaction) and before assembly, and the
@@ -12,16 +15,18 @@ be canceled (the assembly step claims the row first), so a canceled run never se
 
 from __future__ import annotations
 
-import math
+from concurrent.futures import ThreadPoolExecutor, wait
+from contextvars import copy_context
 from datetime import UTC, datetime
 from typing import Any
 
-from dbos import DBOS
+from dbos import DBOS, StepOptions, StepReservation
 from dbos._error import DBOSMaxStepRetriesExceeded
 from sqlalchemy import func, select, update
+from sqlalchemy.dialects.postgresql import insert
 
 from invoice_export.audit.service import record
-from invoice_export.db.models import Export, Organization, User
+from invoice_export.db.models import Export, ExportPart, Organization, User
 from invoice_export.db.session import set_tenant, tenant_transaction
 from invoice_export.email.backends import PermanentEmailError, get_backend
 from invoice_export.email.message import export_ready_message
@@ -35,13 +40,13 @@ from invoice_export.failpoints import hit
 from invoice_export.invoices.repository import (
     Keyset,
     Snapshot,
-    count_invoices,
     current_snapshot,
+    plan_pages,
     prune_versions,
     read_csv_page,
 )
 from invoice_export.settings import get_settings
-from invoice_export.workflows.queue import PROGRESS_EVENT, WORKFLOW_NAME
+from invoice_export.workflows.queue import WORKFLOW_NAME
 from invoice_export.workflows.runtime import datasource, tenant_write
 
 ACTIVE = ("queued", "running")
@@ -57,18 +62,16 @@ def export_invoices(payload: dict[str, Any]) -> dict[str, Any]:
             return _stop_canceled(job)
         if plan["invoices"] == 0:
             raise NothingToExport(f"{request.org_id} had no invoices when the export started; nothing to export")
-        _publish(plan["pages_total"], 0, 0)
-        after: dict[str, Any] | None = None
-        rows = pages = 0
-        for page in range(1, plan["pages_total"] + 1):
-            written = write_page(job, page, plan["snapshot"], after)
-            if written["canceled"]:
-                return _stop_canceled(job)
-            hit(f"between-pages@{page}")
-            if written["rows"] == 0:
-                break
-            pages, rows, after = page, rows + written["rows"], written["last"]
-            _publish(plan["pages_total"], pages, rows)
+        pages = len(plan["ends"])
+        with ThreadPoolExecutor(max_workers=request.page_concurrency, thread_name_prefix="page") as pool:
+            for first in range(1, pages + 1, request.page_concurrency):
+                window = range(first, min(first + request.page_concurrency, pages + 1))
+                written = _write_pages(pool, job, plan, window)
+                if any(page["canceled"] for page in written):
+                    return _stop_canceled(job)
+                for page in written:
+                    hit(f"between-pages@{page['page']}")
+        rows = plan["invoices"]
         stored = assemble_file(job, pages)
         if stored["canceled"]:
             return _stop_canceled(job)
@@ -86,6 +89,38 @@ def export_invoices(payload: dict[str, Any]) -> dict[str, Any]:
         raise ExportFailed(f"export failed: {reason}") from failure
 
 
+def _write_pages(
+    pool: ThreadPoolExecutor, job: dict[str, Any], plan: dict[str, Any], window: range
+) -> list[dict[str, Any]]:
+    """Write the pages of `window` at the same time, each as its own checkpointed step.
+
+    The steps' ids are reserved in page order before any of them runs, so a recovered run
+    replays every finished page from its checkpoint whatever order the pages finished in; only
+    pages still in flight at a crash (at most one window) run again. All pages of the window
+    are waited for before any failure is raised, so nothing is still writing when a failed run
+    removes its files.
+    """
+    ends = plan["ends"]
+    steps = [(DBOS.reserve_step(), page) for page in window]
+
+    def run(reservation: StepReservation, page: int) -> dict[str, Any]:
+        after = ends[page - 2] if page > 1 else None
+        rows = _page_rows(plan, job, page)
+        return reservation.run(WRITE_PAGE, write_page, job, plan["snapshot"], page, after, ends[page - 1], rows)
+
+    if len(steps) == 1:
+        return [run(*steps[0])]
+    # Each thread runs in a copy of the workflow's context, which the reserved step needs.
+    futures = [pool.submit(copy_context().run, run, reservation, page) for reservation, page in steps]
+    wait(futures)
+    return [future.result() for future in futures]
+
+
+def _page_rows(plan: dict[str, Any], job: dict[str, Any], page: int) -> int:
+    """Rows page `page` must hold: a full page, except a short last one."""
+    return min(job["page_size"], plan["invoices"] - (page - 1) * job["page_size"])
+
+
 def _reason(failure: Exception) -> str:
     """A reason a person can act on: for exhausted retries, the last underlying error."""
     if isinstance(failure, DBOSMaxStepRetriesExceeded) and failure.errors:
@@ -101,17 +136,12 @@ def _stop_canceled(job: dict[str, Any]) -> dict[str, Any]:
 
 
 def _still_active(session: Any, job: dict[str, Any]) -> bool:
-    """Whether this run still owns its row and has not been canceled. A cancel that commits while
-    the page runs makes the page's own row update fail (REPEATABLE READ), so the page is retried
-    and stops here."""
+    """Whether this run still owns its row and has not been canceled, checked before a page is
+    read; a cancel that commits while the page is read is caught when the page is counted."""
     status = session.execute(
         select(Export.status).where(Export.id == job["export_id"], Export.run_id == job["run_id"])
     ).scalar_one_or_none()
     return status in ACTIVE
-
-
-def _publish(pages_total: int, pages_done: int, rows: int) -> None:
-    DBOS.set_event(PROGRESS_EVENT, {"pages_total": pages_total, "pages_done": pages_done, "rows": rows})
 
 
 def _attempt() -> int:
@@ -123,19 +153,19 @@ def _attempt() -> int:
 
 @DBOS.step()
 def plan_export(job: dict[str, Any]) -> dict[str, Any]:
-    """Fix the snapshot (the invoices exactly as they are now), count them and mark the row running.
+    """Fix the snapshot (the invoices exactly as they are now), count them, find where each page
+    ends, and mark the row running.
 
     The snapshot is recorded on the row in the same transaction, so versions it needs are kept
     until the run ends (see `prune_versions`); a re-run of this step takes a fresh snapshot, which
-    is harmless because no page has been written yet.
+    is harmless because no page has been written yet. The output holds one key per page (about
+    50 bytes each), which every page step reads from the checkpoint.
     """
-    page_size = job["page_size"]
     with tenant_transaction(job["org_id"]) as session:
         prune_versions(session, job["org_id"], keep_for_export=job["export_id"])
         snapshot = current_snapshot(session)
         snapshot_at = session.execute(select(func.now())).scalar_one()
-        invoices = count_invoices(session, job["org_id"], snapshot)
-        pages_total = math.ceil(invoices / page_size)
+        pages = plan_pages(session, job["org_id"], snapshot, job["page_size"])
         claimed = session.execute(
             update(Export)
             .where(Export.id == job["export_id"], Export.run_id == job["run_id"], Export.status.in_(ACTIVE))
@@ -144,53 +174,100 @@ def plan_export(job: dict[str, Any]) -> dict[str, Any]:
                 started_at=func.coalesce(Export.started_at, func.now()),
                 snapshot_at=snapshot_at,
                 snapshot=snapshot.text,
-                pages_total=pages_total,
+                pages_total=len(pages.ends),
                 pages_done=0,
+                rows_written=0,
             )
             .returning(Export.id)
         ).scalar_one_or_none()
     return {
         "snapshot": snapshot.as_dict(),
         "snapshot_at": snapshot_at.isoformat(),
-        "invoices": invoices,
-        "pages_total": pages_total,
+        "invoices": pages.invoices,
+        "pages_total": len(pages.ends),
+        "ends": [end.as_dict() for end in pages.ends],
         "canceled": claimed is None,
     }
 
 
-@DBOS.step(retries_allowed=True, max_attempts=5, interval_seconds=0.5, backoff_rate=2.0)
+class PageMismatch(RuntimeError):
+    """A page read back a different number of rows than the plan counted for it: the snapshot
+    did not hold, and a file built from it would be wrong."""
+
+
+# The page step's options, used through `DBOS.reserve_step` (see `_write_pages`).
+WRITE_PAGE: StepOptions = {
+    "name": "write_page",
+    "retries_allowed": True,
+    "max_attempts": 5,
+    "interval_seconds": 0.5,
+    "backoff_rate": 2.0,
+}
+
+
 def write_page(
-    job: dict[str, Any], page: int, snapshot: dict[str, str], after: dict[str, Any] | None
+    job: dict[str, Any],
+    snapshot: dict[str, str],
+    page: int,
+    after: dict[str, Any] | None,
+    last: dict[str, Any],
+    expected_rows: int,
 ) -> dict[str, Any]:
-    """Read one keyset page of the snapshot as CSV, store it as part `page`, and record progress
-    on the row. A re-run writes the same bytes: the snapshot and the keyset fix the page. A
-    canceled row stops the run here, before the page is read."""
-    with tenant_transaction(job["org_id"], isolation_level="REPEATABLE READ") as session:
+    """Read page `page` of the snapshot (keys after `after`, up to `last`) as CSV, store it as
+    part `page`, and count it on the row. A re-run writes the same bytes (the snapshot and the
+    two keys fix the page) and counts nothing twice (`_count_part`). A canceled row stops the
+    run here: before the page is read, or after, when the page is not counted."""
+    with tenant_transaction(job["org_id"]) as session:
         hit(f"page.read@{page}", session)
         if not _still_active(session, job):
-            return {"page": page, "rows": 0, "bytes": 0, "last": None, "canceled": True}
+            return {"page": page, "rows": 0, "bytes": 0, "canceled": True}
         csv_page = read_csv_page(
             session,
             job["org_id"],
             Snapshot(**snapshot),
             Keyset(**after) if after else None,
+            Keyset(**last),
             job["page_size"],
         )
+        if csv_page.rows != expected_rows:
+            raise PageMismatch(f"page {page} read {csv_page.rows} rows where the plan counted {expected_rows}")
         size = get_storage().write_part(job["export_id"], job["attempt"], page, csv_page.data)
         hit(f"page.written@{page}", session)
+        counted = _count_part(session, job, page, csv_page.rows, size)
+    return {"page": page, "rows": csv_page.rows, "bytes": size, "canceled": not counted, "attempt": _attempt()}
+
+
+def _count_part(session: Any, job: dict[str, Any], page: int, rows: int, size: int) -> bool:
+    """Record the part once and raise the row's progress, unless the run was canceled meanwhile.
+
+    The row lock is taken last, so concurrent pages of the run wait for each other only for
+    these few statements, and a cancel (which takes the same lock) is seen either before or
+    after, never half-way."""
+    status = session.execute(
+        select(Export.status).where(Export.id == job["export_id"], Export.run_id == job["run_id"]).with_for_update()
+    ).scalar_one_or_none()
+    if status not in ACTIVE:
+        return False
+    recorded = session.execute(
+        insert(ExportPart)
+        .values(
+            export_id=job["export_id"],
+            attempt=job["attempt"],
+            page=page,
+            organization_id=job["org_id"],
+            rows=rows,
+            bytes=size,
+        )
+        .on_conflict_do_nothing()
+        .returning(ExportPart.page)
+    ).scalar_one_or_none()
+    if recorded is not None:
         session.execute(
             update(Export)
-            .where(Export.id == job["export_id"], Export.run_id == job["run_id"])
-            .values(pages_done=func.greatest(Export.pages_done, page))
+            .where(Export.id == job["export_id"])
+            .values(pages_done=Export.pages_done + 1, rows_written=Export.rows_written + rows)
         )
-    return {
-        "page": page,
-        "rows": csv_page.rows,
-        "bytes": size,
-        "last": csv_page.last.as_dict() if csv_page.last else None,
-        "canceled": False,
-        "attempt": _attempt(),
-    }
+    return True
 
 
 @DBOS.step(retries_allowed=True, max_attempts=3, interval_seconds=0.5)

@@ -16,8 +16,6 @@ from invoice_export.db.urls import DatabaseUrls, get_urls
 APP_NAME = "invoice-export"
 QUEUE_NAME = "exports"
 WORKFLOW_NAME = "export_invoices"
-# The event the workflow sets after each page, {pages_total, pages_done, rows}; readers get the latest.
-PROGRESS_EVENT = "progress"
 # Pinned, not derived from the code: a restarted or upgraded worker must recover runs that an
 # earlier build started. Bump it only with a plan for runs in flight (see ARCHITECTURE.md).
 APP_VERSION = "invoice-export-1"

@@ -5,6 +5,7 @@ from invoice_export.db.models.base import Base
 from invoice_export.db.models.currency import Currency
 from invoice_export.db.models.email_suppression import EmailSuppression
 from invoice_export.db.models.export import EXPORT_STATUSES, Export
+from invoice_export.db.models.export_part import ExportPart
 from invoice_export.db.models.invoice import Invoice
 from invoice_export.db.models.invoice_version import InvoiceVersion
 from invoice_export.db.models.member import Member
@@ -20,6 +21,7 @@ __all__ = [
     "Currency",
     "EmailSuppression",
     "Export",
+    "ExportPart",
     "Invoice",
     "InvoiceVersion",
     "Member",

@@ -3,7 +3,7 @@ from __future__ import annotations
 import uuid
 from datetime import date, datetime
 
-from sqlalchemy import CheckConstraint, Date, DateTime, ForeignKey, Integer, Text, UniqueConstraint, func
+from sqlalchemy import BigInteger, CheckConstraint, Date, DateTime, ForeignKey, Integer, Text, UniqueConstraint, func
 from sqlalchemy.dialects.postgresql import UUID
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -33,6 +33,8 @@ class Export(Base):
     day_bucket: Mapped[date] = mapped_column(Date)
     pages_done: Mapped[int] = mapped_column(Integer, server_default="0")
     pages_total: Mapped[int | None] = mapped_column(Integer)
+    # Live while the run writes pages (see ExportPart); row_count is set when it completes.
+    rows_written: Mapped[int] = mapped_column(BigInteger, server_default="0")
     snapshot_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     # The run's pg_snapshot (text form): the invoices it exports, and the versions it still needs.
     snapshot: Mapped[str | None] = mapped_column(Text)
