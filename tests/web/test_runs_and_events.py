@@ -92,3 +92,51 @@ def test_run_page_timeline_and_status_filter(database: str, worker) -> None:  # 
     assert "No failed runs." in client.get("/runs?status=failed").text
     assert client.get("/runs?status=bogus").status_code == 422
     assert client.get(f"/runs/{failed.run_id}").status_code == 404
+
+
+def test_a_change_of_the_row_reaches_an_open_stream_at_once(database: str, admin_conn) -> None:  # type: ignore[no-untyped-def]
+    """The stream is woken by the row's change notice, not by its fallback timer: with no worker
+    and no engine run behind it, a row changed by hand shows up well before FALLBACK_SECONDS."""
+    import threading
+    import time
+
+    from sqlalchemy import text
+
+    from invoice_export.web.live import FALLBACK_SECONDS
+    from tests.web.conftest import completed_export
+
+    org_id, user_id = make_org(invoices(1), password="demo-password")
+    run = completed_export(org_id, user_id, T0.date())
+    admin_conn.execute(
+        text(
+            "UPDATE exports SET status = 'running', pages_done = 0, pages_total = 3, completed_at = NULL WHERE id = :i"
+        ),
+        {"i": run["export_id"]},
+    )
+    admin_conn.commit()
+
+    def change(pages_done: int, status: str) -> None:
+        time.sleep(1.0)
+        admin_conn.execute(
+            text("UPDATE exports SET pages_done = :p, status = :s WHERE id = :i"),
+            {"p": pages_done, "s": status, "i": run["export_id"]},
+        )
+        admin_conn.commit()
+        changed_at.append(time.monotonic())
+
+    changed_at: list[float] = []
+    client = TestClient(create_app())
+    sign_in(client, f"{user_id.removeprefix('user_')}@example.com")
+    seen: list[tuple[float, dict[str, object]]] = []
+    writer = threading.Thread(target=lambda: (change(1, "running"), change(3, "completed")))
+    with client.stream("GET", f"/api/exports/{run['run_id']}/events") as response:
+        for line in response.iter_lines():
+            if line.startswith("data:"):
+                seen.append((time.monotonic(), json.loads(line.split(":", 1)[1])))
+                if len(seen) == 1:
+                    writer.start()
+    writer.join()
+
+    assert [(e["status"], e["pages_done"]) for _, e in seen] == [("running", 0), ("running", 1), ("completed", 3)]
+    delays = [arrived - changed for (arrived, _), changed in zip(seen[1:], changed_at, strict=True)]
+    assert all(0 <= delay < FALLBACK_SECONDS / 5 for delay in delays), delays

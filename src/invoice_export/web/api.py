@@ -3,7 +3,6 @@ of another org answers 404 exactly like an unknown one."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 
 from fastapi import APIRouter, Depends, Request
@@ -13,14 +12,12 @@ from starlette.concurrency import run_in_threadpool
 from invoice_export.exports.schemas import ExportView
 from invoice_export.exports.service import cancel_export_for_user, get_export, get_export_for_user, start_export
 from invoice_export.web.deps import CurrentMember, CurrentUser, csrf_header
+from invoice_export.web.live import RunChanges, wait_for_change
 from invoice_export.web.problems import problem_responses
 
 router = APIRouter(prefix="/api", responses=problem_responses(401, 403, 404, 409, 413, 415, 422))
 
 TERMINAL = ("completed", "failed", "canceled")
-# How often an open event stream re-reads its run: two short reads (row, engine status) per tick
-# per open stream, and an event only when something changed.
-WATCH_SECONDS = 0.5
 # Tells the browser how soon to reconnect a dropped stream (milliseconds).
 RECONNECT_MS = 2000
 
@@ -58,13 +55,17 @@ async def api_export_events(run_id: str, request: Request, user: CurrentUser) ->
 
 
 async def _changes(request: Request, user_id: str, view: ExportView) -> AsyncIterator[ServerSentEvent]:
-    sent = None
-    while True:
-        body = view.model_dump_json()
-        if body != sent:
-            yield ServerSentEvent(data=body, event="export", retry=RECONNECT_MS)
-            sent = body
-        if view.status in TERMINAL or await request.is_disconnected():
-            return
-        await asyncio.sleep(WATCH_SECONDS)
-        view = await run_in_threadpool(get_export, view.org_id, user_id, view.run_id)
+    """The run's view now and after every change of its row (`web/live.py`), until it ends."""
+    changes: RunChanges = request.app.state.run_changes
+    async with changes.watch(view.run_id) as changed:
+        changed.set()  # one more read once watching: nothing falls between the first read and the watch
+        sent = None
+        while True:
+            body = view.model_dump_json()
+            if body != sent:
+                yield ServerSentEvent(data=body, event="export", retry=RECONNECT_MS)
+                sent = body
+            if view.status in TERMINAL or await request.is_disconnected():
+                return
+            await wait_for_change(changed)
+            view = await run_in_threadpool(get_export, view.org_id, user_id, view.run_id)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import Depends, FastAPI, Request
@@ -15,6 +17,7 @@ from invoice_export.settings import get_settings
 from invoice_export.web import api, pages
 from invoice_export.web.deps import SignInRequired, protect_state_changes
 from invoice_export.web.limits import RequestLimits
+from invoice_export.web.live import RunChanges
 from invoice_export.web.problems import problem, wants_json
 
 STATIC = Path(__file__).parent / "static"
@@ -36,14 +39,22 @@ NO_STORE = "no-store"
 HSTS = "max-age=31536000; includeSubDomains"
 
 
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    yield
+    await app.state.run_changes.close()
+
+
 def create_app() -> FastAPI:
     app = FastAPI(
         title="invoice-export",
         version="1",
+        lifespan=lifespan,
         docs_url="/api/docs",
         openapi_url="/api/openapi.json",
         dependencies=[Depends(protect_state_changes)],
     )
+    app.state.run_changes = RunChanges()
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.include_router(pages.router)
     app.include_router(api.router)

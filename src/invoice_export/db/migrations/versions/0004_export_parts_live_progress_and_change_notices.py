@@ -1,9 +1,10 @@
-"""export parts and live row progress
+"""export parts, live row progress and change notices
 
 Each page a run writes is recorded once in `export_parts` (primary key: export, attempt, page)
 in the page's own transaction, and the same transaction raises the row's `pages_done` and
 `rows_written`. Progress is exact however pages are scheduled, and a page written again after a
-crash counts once.
+crash counts once. Every insert or update of an exports row notifies channel `export_changed`
+with the run id at commit, which wakes the web process's event streams (web/live.py).
 
 Revision ID: 0004
 Revises: 0003
@@ -19,6 +20,16 @@ branch_labels = None
 depends_on = None
 
 ORG = "current_setting('app.org_id', true)"
+
+NOTIFY_CHANGE = """
+CREATE FUNCTION exports_notify_change() RETURNS trigger
+LANGUAGE plpgsql SET search_path = public, pg_catalog AS $$
+BEGIN
+    PERFORM pg_notify('export_changed', NEW.run_id);
+    RETURN NULL;
+END
+$$
+"""
 
 
 def upgrade() -> None:
@@ -43,10 +54,15 @@ def upgrade() -> None:
         f"CREATE POLICY tenant_isolation ON export_parts USING (organization_id = {ORG}) "
         f"WITH CHECK (organization_id = {ORG})",
         "GRANT SELECT, INSERT ON export_parts TO invoice_app",
+        NOTIFY_CHANGE,
+        "CREATE TRIGGER exports_notify_change AFTER INSERT OR UPDATE ON exports "
+        "FOR EACH ROW EXECUTE FUNCTION exports_notify_change()",
     ):
         op.execute(statement)
 
 
 def downgrade() -> None:
+    op.execute("DROP TRIGGER exports_notify_change ON exports")
+    op.execute("DROP FUNCTION exports_notify_change()")
     op.drop_table("export_parts")
     op.drop_column("exports", "rows_written")
