@@ -67,7 +67,9 @@ def start_export(org_id: str, user_id: str, *, now: datetime | None = None) -> E
                 idempotency_key=key,
                 day_bucket=day,
             )
-            .on_conflict_do_nothing(constraint="uq_exports_org_user_day")
+            # No arbiter named: a concurrent first start may collide on the run id's unique
+            # index before the (org, user, day) one, and that is the same row too.
+            .on_conflict_do_nothing()
             .returning(Export.id)
         ).scalar_one_or_none()
         export = session.execute(
