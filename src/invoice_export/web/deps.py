@@ -20,7 +20,7 @@ from starlette.concurrency import run_in_threadpool
 
 from invoice_export.db.session import tenant_transaction
 from invoice_export.errors import DomainError, Forbidden
-from invoice_export.orgs.service import Membership, list_memberships, require_membership
+from invoice_export.orgs.service import Membership, list_memberships
 from invoice_export.orgs.sessions import SignedIn, lookup_session, set_active_org
 from invoice_export.settings import get_settings
 
@@ -76,7 +76,9 @@ class MemberContext:
 
 
 def current_member(user: CurrentUser) -> MemberContext:
-    """The signed-in user acting in their active org (their first org if none is chosen yet)."""
+    """The signed-in user acting in their active org (their first org if none is chosen yet).
+    The membership is read fresh for every request; whatever the request then does in that org
+    checks it again in its own transaction (the services do)."""
     with tenant_transaction(None, user.user_id) as session:
         memberships = list_memberships(session, user.user_id)
     if not memberships:
@@ -85,9 +87,7 @@ def current_member(user: CurrentUser) -> MemberContext:
     if chosen is None:
         chosen = memberships[0]
         set_active_org(user.session_id, chosen.org_id)
-    with tenant_transaction(chosen.org_id, user.user_id) as session:
-        membership = require_membership(session, chosen.org_id, user.user_id)
-    return MemberContext(user=user, membership=membership, memberships=memberships)
+    return MemberContext(user=user, membership=chosen, memberships=memberships)
 
 
 CurrentMember = Annotated[MemberContext, Depends(current_member)]
