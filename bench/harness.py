@@ -183,8 +183,10 @@ def export(org_id: str, user_id: str, **settings: str) -> Run:
     return Run(view.run_id, view.export_id, row["row_count"], seconds, path)
 
 
-FLOOR_QUERY = """COPY (SELECT {columns} FROM invoices i JOIN currencies c ON c.code = i.currency
-                       WHERE i.organization_id = %s ORDER BY i.issued_at, i.id) TO STDOUT (FORMAT csv)"""
+FLOOR_QUERY = """COPY (SELECT {columns}
+                       FROM (SELECT invoices.*, exponent FROM invoices JOIN currencies ON code = currency
+                             WHERE organization_id = %s) AS i
+                       ORDER BY i.issued_at, i.id) TO STDOUT (FORMAT csv)"""
 
 
 @contextmanager

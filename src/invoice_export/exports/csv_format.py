@@ -50,6 +50,7 @@ def neutralize(value: str) -> str:
     return "'" + value if value[:1] in FORMULA_TRIGGERS else value
 
 
+# The row source `i` is an invoice with its currency's `exponent`.
 # Money: minor units scaled by the currency's exponent, as an exact decimal string (-12.50, 1250, 1.005).
 # Times: ISO 8601 in UTC with an explicit offset and microseconds. Both are generated here and can
 # never be read as a formula, so a negative amount stays a number; every text column is guarded.
@@ -59,7 +60,7 @@ SELECT_CSV_COLUMNS = f"""
     {_text_cell("i.customer_name")},
     {_text_cell("i.customer_email")},
     {_text_cell("i.currency")},
-    round(i.amount_minor::numeric / (10::numeric ^ c.exponent), c.exponent)::text,
+    round(i.amount_minor::numeric / (10::numeric ^ i.exponent), i.exponent)::text,
     to_char(i.issued_at AT TIME ZONE 'UTC', {_ISO_UTC}),
     to_char(i.due_at AT TIME ZONE 'UTC', {_ISO_UTC}),
     {_text_cell("i.memo")}"""

@@ -151,21 +151,21 @@ def read_csv_page(
     """The invoices of `snapshot` with keys in (`after`, `last`], as CSV records (CRLF, no header).
 
     One COPY, so one statement snapshot: any isolation level gives the same bytes. `limit` (the
-    page size) only guides the planner: it cannot estimate a range between two row keys and
-    might otherwise scan the whole org for a deep page; with the limit every page is a short walk
-    of the keyset index, however deep.
+    page size) guides the planner: it cannot estimate a range between two row keys and might
+    otherwise scan the whole org for a deep page. With the limit, each table is read by a short
+    walk of its keyset index with the currency joined row by row, and the two walks are merged
+    in key order, so the page is never sorted.
     """
     params, after_sql = _params(org_id, snapshot, after)
     params |= {"last_ts": last.issued_at, "last_id": last.id, "limit": limit}
     conn: psycopg.Connection = session.connection().connection.driver_connection  # type: ignore[assignment]
     query = f"""COPY (SELECT {SELECT_CSV_COLUMNS}
-                      FROM ((SELECT {INVOICE_COLUMNS} FROM invoices WHERE {_CURRENT}{after_sql}{_UP_TO}
-                             ORDER BY issued_at, id LIMIT %(limit)s)
+                      FROM ((SELECT {INVOICE_COLUMNS}, exponent FROM invoices JOIN currencies ON code = currency
+                             WHERE {_CURRENT}{after_sql}{_UP_TO} ORDER BY issued_at, id LIMIT %(limit)s)
                             UNION ALL
-                            (SELECT {INVOICE_COLUMNS} FROM invoice_versions WHERE {_KEPT}{after_sql}{_UP_TO}
-                             ORDER BY issued_at, id LIMIT %(limit)s)
-                           ) AS i
-                      JOIN currencies c ON c.code = i.currency
+                            (SELECT {INVOICE_COLUMNS}, exponent FROM invoice_versions JOIN currencies ON code = currency
+                             WHERE {_KEPT}{after_sql}{_UP_TO} ORDER BY issued_at, id LIMIT %(limit)s)
+                            ORDER BY issued_at, id) AS i
                       ORDER BY i.issued_at, i.id) TO STDOUT (FORMAT csv)"""
     with conn.cursor() as cur:
         with cur.copy(query, params) as copy:
