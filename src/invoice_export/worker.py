@@ -72,11 +72,11 @@ def _connect(purpose: str) -> psycopg.Connection:
     )
 
 
-def claim_worker_id(worker_id: str, wait_seconds: float = CLAIM_WAIT_SECONDS) -> psycopg.Connection:
+def claim_worker_id(worker_id: str) -> psycopg.Connection:
     """Hold `worker_id` for this process's lifetime on a connection of its own. The lock dies with
     the process (or the connection), so a killed worker's id is free again at once."""
     conn = _connect(f"invoice-export {worker_id}")
-    deadline = time.monotonic() + wait_seconds
+    deadline = time.monotonic() + CLAIM_WAIT_SECONDS
     while True:
         held = conn.execute(f"SELECT pg_try_advisory_lock({_LOCK_KEY})", (worker_id,)).fetchone()
         if held and held[0]:
