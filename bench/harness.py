@@ -46,6 +46,13 @@ def set_env(**values: str) -> None:
     reset_caches()
 
 
+def unset_env(*names: str) -> None:
+    """Back to the defaults for these settings."""
+    for name in names:
+        os.environ.pop(name, None)
+    reset_caches()
+
+
 @dataclass
 class Bench:
     """One benchmark session: its own database on `server_url`, its own data folder."""

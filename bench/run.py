@@ -153,7 +153,7 @@ def page_size_curve(bench: Bench, report: Report) -> None:
             run = export(org, owner, EXPORT_PAGE_SIZE=str(page), EXPORT_PAGE_CONCURRENCY=str(concurrency))
             points.append((concurrency, page, -(-size // page), run.seconds))
     worker.stop()
-    harness.set_env(EXPORT_PAGE_SIZE="5000", EXPORT_PAGE_CONCURRENCY="2")
+    harness.unset_env("EXPORT_PAGE_SIZE", "EXPORT_PAGE_CONCURRENCY")
     sequential = [(pages, seconds) for c, _, pages, seconds in points if c == 1]
     slope, intercept = statistics.linear_regression([p for p, _ in sequential], [s for _, s in sequential])
     report.figures["curve"] = points
@@ -177,6 +177,35 @@ def page_size_curve(bench: Bench, report: Report) -> None:
             for page in CURVE_SIZES
         ],
     )
+
+
+SWEEP_CONCURRENCY = [1, 2, 3, 4]
+
+
+def concurrency_sweep(bench: Bench, report: Report, size: int) -> None:
+    """How many pages at once: each setting against the floor, alternating, on the biggest org."""
+    org = SIZES[size]
+    owner = "user_" + org.removeprefix("org_")
+    worker = bench.worker("bench-sweep")
+    rows = []
+    for concurrency in SWEEP_CONCURRENCY:
+        floors, ours = [], []
+        for _ in range(2):
+            floors.append(floor(org)[0])
+            ours.append(export(org, owner, EXPORT_PAGE_CONCURRENCY=str(concurrency)).seconds)
+        rss = peak_rss_mb(worker.proc.pid)  # type: ignore[union-attr]
+        f, o = median(floors), median(ours)
+        report.figures[f"sweep_{concurrency}"] = {"floor_s": f, "ours_s": o, "ratio": f / o}
+        rows.append([concurrency, ms(f), ms(o), f"**{f / o:.2f}x**", f"{rss:.0f} MB"])
+    worker.stop()
+    harness.unset_env("EXPORT_PAGE_CONCURRENCY")
+    report.say(
+        f"## 6c. Pages at once (EXPORT_PAGE_CONCURRENCY) on {org}, pages of 5,000",
+        "",
+        "Two rounds per setting, each a floor then a durable export, medians; the worker's peak RSS so far.",
+        "",
+    )
+    report.table(["pages at once", "floor", "ours", "ours ÷ floor throughput", "worker peak RSS"], rows)
 
 
 class TimedSmtp(SmtpServer):
@@ -458,6 +487,7 @@ def main() -> None:
         throughput(bench, report, sizes)
         checkpoint_cost(bench, report)
         page_size_curve(bench, report)
+        concurrency_sweep(bench, report, max(sizes))
         latency(bench, report, SIZES[max(max(sizes), 100_000)])
         idle_cost(bench, report)
         http_start(bench, report)
