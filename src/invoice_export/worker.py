@@ -128,9 +128,10 @@ def _recover_if_still_dead(conn: psycopg.Connection, dead_id: str) -> int:
     if not held or not held[0]:
         return 0
     try:
-        # Private API (dbos==3.4.0 is pinned exactly): 3.4 has no public way to recover another
-        # executor's runs. It re-enqueues each PENDING run of that id and this app version onto
-        # its own queue and partition; a run that some worker already dequeued is left alone.
+        # Private API (dbos==3.4.0 is pinned exactly; see ARCHITECTURE.md for why no public call
+        # will do): the engine's own recovery. It re-enqueues each PENDING run of that id and this
+        # app version onto its own queue and partition, only while the run still names that
+        # executor, so a run that some worker already dequeued is left alone.
         return len(DBOS._recover_pending_workflows([dead_id]))
     finally:
         conn.execute(f"SELECT pg_advisory_unlock({_LOCK_KEY})", (dead_id,))
