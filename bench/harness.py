@@ -74,7 +74,6 @@ class Bench:
             DATABASE_URL=bench.database,
             INVOICE_EXPORT_DATA_DIR=str(data_dir),
             APP_ENV="test",
-            QUEUE_POLL_SECONDS=os.environ.get("QUEUE_POLL_SECONDS", "0.1"),
         )
         try:
             yield bench

@@ -336,6 +336,8 @@ def fairness(report: Report, site: str, alone: list[dict[str, object]], big_org:
 def idle_cost(bench: Bench, report: Report) -> None:
     from playwright.sync_api import sync_playwright
 
+    from invoice_export.settings import get_settings
+
     def per_second(what: str) -> float:
         time.sleep(2)
         before = bench.transactions()
@@ -375,7 +377,7 @@ def idle_cost(bench: Bench, report: Report) -> None:
         "",
         f"Transactions per second in the bench database (`pg_stat_database`, all clients, over {IDLE_SECONDS:.0f} s; "
         "each of these polls is one short transaction of one or two statements). The worker polls the queue "
-        f"every QUEUE_POLL_SECONDS ({os.environ.get('QUEUE_POLL_SECONDS')} s here, the default) and "
+        f"every QUEUE_POLL_SECONDS ({get_settings().queue_poll_seconds} s, the default) and "
         "watches its peers for takeover; the inspector is a real headless Chromium page.",
         "",
     )

@@ -46,7 +46,7 @@ class Settings(BaseSettings):
     export_page_concurrency: int = Field(
         2, ge=1, le=8, description="pages of one export written at the same time (each is its own checkpoint)"
     )
-    queue_poll_seconds: float = Field(0.1, gt=0, le=60, description="how often a worker looks for queued runs")
+    queue_poll_seconds: float = Field(0.2, gt=0, le=60, description="how often a worker looks for queued runs")
     worker_id: str | None = Field(None, description="unique, stable engine executor id of this worker process")
     public_base_url: str = Field("http://127.0.0.1:8000", description="base of links in emails")
     email_backend: Literal["file", "smtp"] = "file"

@@ -22,8 +22,10 @@ SET_TENANT = text("SELECT set_config('app.org_id', :org_id, true), set_config('a
 @functools.cache
 def app_engine() -> Engine:
     """Engine for role invoice_app. Small pool: workers and the web process share one server's
-    max_connections with the workflow engine's own pools."""
-    return create_engine(get_urls().app, pool_size=5, max_overflow=5, pool_pre_ping=True)
+    max_connections with the workflow engine's own pools. No ping before each use (a round trip
+    per transaction): a connection the server dropped fails its statement as a disconnect, which
+    empties the pool, and the request answers an error or the step retries."""
+    return create_engine(get_urls().app, pool_size=5, max_overflow=5)
 
 
 @functools.cache
