@@ -67,6 +67,12 @@ SELECT_CSV_COLUMNS = f"""
 
 
 def crlf_records(records: Iterable[bytes | bytearray | memoryview]) -> bytes:
-    """Join COPY's records (one per CopyData message, each ending in LF) with CRLF record ends."""
-    lines = [record[:-1] for record in records]
-    return b"\r\n".join(lines) + b"\r\n" if lines else b""
+    """Join COPY's records (one per CopyData message, each ending in LF) with CRLF record ends.
+
+    Each record is copied into one buffer as it arrives, so a page never holds thousands of
+    small objects for the garbage collector to walk."""
+    page = bytearray()
+    for record in records:
+        page += record
+        page[-1:] = b"\r\n"
+    return bytes(page)
