@@ -462,6 +462,71 @@ def http_start(bench: Bench, report: Report) -> None:
     report.table(["request", "requests", "p50", "p99", "max", "requests/s"], rows)
 
 
+def targets(report: Report, sizes: list[int]) -> list[str]:
+    """The issue's targets against this run's figures, for the top of the file."""
+    fig = report.figures
+    biggest = max(sizes)
+    big = fig[f"throughput_{biggest}"]
+    rss = [fig[f"throughput_{s}"]["rss_mb"] for s in sizes]  # type: ignore[index]
+    latency = fig["latency"]
+    beside = fig["fairness"]["beside_1m_s"]  # type: ignore[index]
+    idle = dict(fig["idle"])  # type: ignore[arg-type]
+    paced = fig["http_new_paced"]
+    saturated = fig["http_new_saturated"]
+
+    def verdict(ok: bool) -> str:
+        return "met" if ok else "**missed**"
+
+    rows = [
+        [
+            f"throughput on {biggest:,} invoices, checkpoint every 5,000 rows",
+            "≥ 0.5x the floor",
+            f"{big['ratio']:.2f}x ({ms(big['ours_s'])} vs {ms(big['floor_s'])})",
+            verdict(big["ratio"] >= 0.5),
+        ],  # type: ignore[index]
+        [
+            "worker peak RSS, 10k → 1M",
+            "≤ 150 MB, flat",
+            f"{min(rss):.0f} to {max(rss):.0f} MB",
+            verdict(max(rss) <= 150 and max(rss) - min(rss) <= 15),
+        ],
+        [
+            "`start_export` over HTTP, 32 clients, p99",
+            "≤ 50 ms",
+            f"{ms(paced['p99'])} paced (p50 {ms(paced['p50'])}); {ms(saturated['p99'])} back to back",  # type: ignore[index]
+            verdict(paced["p99"] <= 0.05),
+        ],  # type: ignore[index]
+        [
+            "click → first progress (org_acme)",
+            "≤ 300 ms",
+            f"{ms(latency['progress']['median'])} median, {ms(latency['progress']['max'])} max",  # type: ignore[index]
+            verdict(latency["progress"]["max"] <= 0.3),
+        ],  # type: ignore[index]
+        [
+            "click → email sent (org_acme)",
+            "≤ 1 s",
+            f"{ms(latency['email']['median'])} median, {ms(latency['email']['max'])} max",  # type: ignore[index]
+            verdict(latency["email"]["max"] <= 1.0),
+        ],  # type: ignore[index]
+        [
+            "org_acme export beside a running 1M export",
+            "≤ 2 s",
+            f"{ms(max(beside))} at most",
+            verdict(max(beside) <= 2.0),
+        ],
+        [
+            "idle worker / idle inspector",
+            "(measured)",
+            f"{idle['one idle worker'].strip('*')} / {idle['web process + one open inspector, no run'].strip('*')}"
+            " transactions/s",
+            "",
+        ],
+    ]
+    lines = ["## Targets", "", "| what | target | this run | |", "|---|---|---|---|"]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return [*lines, ""]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
@@ -494,7 +559,7 @@ def main() -> None:
         idle_cost(bench, report)
         http_start(bench, report)
     report.say(f"Whole run: {time.perf_counter() - started:.0f} s.")
-    Path(args.out).write_text("\n".join(header + report.lines) + "\n")
+    Path(args.out).write_text("\n".join(header + targets(report, sizes) + report.lines) + "\n")
     print(json.dumps(report.figures, default=str))
     print(f"wrote {args.out}")
 

@@ -362,15 +362,20 @@ def outbox_for(data_dir: Path, run_id: str) -> list[Path]:
 
 @pytest.fixture
 def page_size(monkeypatch: pytest.MonkeyPatch) -> Iterator[object]:
-    """Set EXPORT_PAGE_SIZE for runs started by this test (the size travels in the payload)."""
+    """Set EXPORT_PAGE_SIZE (and, if given, EXPORT_PAGE_CONCURRENCY) for runs started by this
+    test; both travel in the payload. Tests that time a run by slowing its pages write one page
+    at a time, so that a run lasts what its pages add up to."""
     from invoice_export.settings import get_settings
 
-    def set_size(size: int) -> None:
+    def set_size(size: int, concurrency: int | None = None) -> None:
         monkeypatch.setenv("EXPORT_PAGE_SIZE", str(size))
+        if concurrency is not None:
+            monkeypatch.setenv("EXPORT_PAGE_CONCURRENCY", str(concurrency))
         get_settings.cache_clear()
 
     yield set_size
     monkeypatch.delenv("EXPORT_PAGE_SIZE", raising=False)
+    monkeypatch.delenv("EXPORT_PAGE_CONCURRENCY", raising=False)
     get_settings.cache_clear()
 
 

@@ -62,7 +62,7 @@ def span(run_id: str) -> tuple[float, float]:
 
 
 def test_one_org_runs_one_export_at_a_time_while_orgs_run_side_by_side(three_workers, page_size) -> None:  # type: ignore[no-untyped-def]
-    page_size(PAGE_SIZE)
+    page_size(PAGE_SIZE, concurrency=1)
     orgs = []
     for _ in range(3):
         org_id, owner = make_org(invoices(PAGES * PAGE_SIZE))
@@ -88,7 +88,7 @@ def test_one_org_runs_one_export_at_a_time_while_orgs_run_side_by_side(three_wor
 
 
 def test_a_backlog_in_one_org_does_not_hold_up_another(three_workers, page_size) -> None:  # type: ignore[no-untyped-def]
-    page_size(PAGE_SIZE)
+    page_size(PAGE_SIZE, concurrency=1)
     backlog = 12
     busy_org, busy_user = make_org(invoices(PAGES * PAGE_SIZE))
     other_org, other_user = make_org(invoices(PAGES * PAGE_SIZE))

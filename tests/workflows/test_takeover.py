@@ -87,7 +87,7 @@ def test_runs_of_a_killed_worker_that_never_comes_back_are_taken_over_within_30s
     shared_worker_paused, start_worker, smtp_server, page_size, tmp_path: Path, data_dir: Path
 ) -> None:
     org_id, user_id = make_org(invoices(PAGES * PAGE_SIZE))
-    page_size(PAGE_SIZE)
+    page_size(PAGE_SIZE, concurrency=1)
     trace = tmp_path / "trace"
     env = smtp_server.env() | {
         "INVOICE_EXPORT_FAILPOINTS": slow_pages(PAGES, 0.5),
@@ -136,7 +136,7 @@ def test_a_worker_that_loses_its_lock_connection_exits_and_a_peer_continues(  # 
     shared_worker_paused, start_worker, page_size, admin_conn
 ) -> None:
     org_id, user_id = make_org(invoices(PAGES * PAGE_SIZE))
-    page_size(PAGE_SIZE)
+    page_size(PAGE_SIZE, concurrency=1)
     env = {"INVOICE_EXPORT_FAILPOINTS": slow_pages(PAGES, 0.5)}
     workers = [start_worker(**env), start_worker(**env)]
 
@@ -161,7 +161,7 @@ def test_runs_of_live_workers_are_not_taken_over(  # type: ignore[no-untyped-def
     shared_worker_paused, start_worker, page_size
 ) -> None:
     """Each run lasts several takeover scans and a whole grace period while both workers scan."""
-    page_size(PAGE_SIZE)
+    page_size(PAGE_SIZE, concurrency=1)
     seconds_per_page = (TAKEOVER_GRACE_SECONDS + 6) / PAGES
     env = {"INVOICE_EXPORT_FAILPOINTS": slow_pages(PAGES, seconds_per_page)}
     workers = [start_worker(**env), start_worker(**env)]
@@ -187,7 +187,7 @@ def test_a_restarted_worker_waits_for_a_peer_that_holds_its_id_for_a_moment(  # 
     from invoice_export.db.urls import get_urls
 
     org_id, user_id = make_org(invoices(PAGES * PAGE_SIZE))
-    page_size(PAGE_SIZE)
+    page_size(PAGE_SIZE, concurrency=1)
     env = {"INVOICE_EXPORT_FAILPOINTS": slow_pages(PAGES, 0.3)}
     restarted, peer = start_worker(**env), start_worker(**env)
     run = start_export(org_id, user_id)

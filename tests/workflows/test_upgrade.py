@@ -73,7 +73,7 @@ def test_a_run_started_by_the_previous_build_completes_after_the_upgrade(  # typ
     assert old_version != new_version
 
     org_id, user_id = make_org(invoices(PAGES * PAGE_SIZE))
-    page_size(PAGE_SIZE)
+    page_size(PAGE_SIZE, concurrency=1)
     worker = start_worker()
     expected = reference_file(org_id, user_id)
     trace = tmp_path / "trace"

@@ -4,7 +4,7 @@ Every insert or update of an `exports` row sends `NOTIFY export_changed, '<run_i
 (trigger from migration 0004): the start, the plan, every counted page, assembly, the end. One
 listening connection per web process turns these into wake-ups of the streams watching that run,
 so a stream re-reads its run when something happened instead of on a timer, and an open
-inspector costs the database nothing while its run stands still.
+inspector costs the database one read every FALLBACK_SECONDS while its run stands still.
 
 A notification carries only a run id and wakes a stream that then reads through the usual
 membership checks, so it reveals nothing by itself. A stream also wakes after `FALLBACK_SECONDS`
@@ -27,7 +27,7 @@ from invoice_export.db.urls import get_urls
 log = logging.getLogger(__name__)
 
 CHANNEL = "export_changed"
-FALLBACK_SECONDS = 5.0
+FALLBACK_SECONDS = 15.0
 RECONNECT_SECONDS = 2.0
 
 
