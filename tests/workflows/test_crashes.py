@@ -90,3 +90,37 @@ def test_kill_and_restart_completes_with_the_same_file(  # type: ignore[no-untyp
     else:
         assert ids == [message_id_for(run.run_id)]
         assert hits["email.handed-over"] == 1
+
+
+def test_parts_a_machine_crash_lost_are_read_again_at_assembly(  # type: ignore[no-untyped-def]
+    sole_worker, page_size, tmp_path: Path, data_dir: Path
+) -> None:
+    """Parts are not forced to disk: after a machine crash, checkpointed pages may have no part, or
+    a short one. Stand-in: kill the worker after pages 1-3 are checkpointed, then delete part 1 and
+    cut part 2 short. The restarted run reads exactly those pages again, and the file is the same."""
+    org_id, user_id = make_org(invoices(PAGES * PAGE_SIZE))
+    page_size(PAGE_SIZE, concurrency=1)
+    worker = sole_worker()
+    expected = reference_file(org_id, user_id)
+    trace = tmp_path / "trace"
+
+    worker.restart(INVOICE_EXPORT_FAILPOINTS="between-pages@3=kill", INVOICE_EXPORT_FAILPOINT_TRACE=str(trace))
+    run = start_export(org_id, user_id)
+    worker.wait_killed()
+    parts = sorted((data_dir / "exports" / str(run.export_id)).rglob("*.csv"))
+    assert [p.name for p in parts] == ["000001.csv", "000002.csv", "000003.csv"]
+    parts[0].unlink()
+    parts[1].write_bytes(parts[1].read_bytes()[:10])
+
+    worker.restart(INVOICE_EXPORT_FAILPOINT_TRACE=str(trace))
+    view = wait_for_status(org_id, user_id, run.run_id)
+
+    assert view.status == "completed", view.error
+    assert Path(view.csv_path).read_bytes() == expected  # type: ignore[arg-type]
+    hits = trace_counts(trace)
+    assert {point: n for point, n in hits.items() if point.startswith("part.rewritten")} == {
+        "part.rewritten@1": 1,
+        "part.rewritten@2": 1,
+    }
+    assert [hits[f"page.written@{page}"] for page in range(1, PAGES + 1)] == [1] * PAGES
+    assert export_files(data_dir, view.export_id) == [Path(view.csv_path)]  # type: ignore[arg-type]

@@ -4,6 +4,12 @@ replace the local one without touching the workflow.
 Every operation is safe to repeat, because a step that was running when its worker died runs
 again: parts are written whole (temp file + rename), assembly is skipped when the final file is
 already in place, and removal of what is already gone is not an error.
+
+Parts are a cache, not a record: each is the bytes of one planned page, which the database can
+give again at any time, so they are not forced to disk one by one. A part that a machine crash
+lost (or cut short) is found by its size at assembly and written again from the database
+(`workflows/export.py:assemble_file`). Only the final file is made durable (fsync of the file
+and of its folder) before anyone is told where it is.
 """
 
 from __future__ import annotations
@@ -24,6 +30,10 @@ class StoredFile:
 class Storage(Protocol):
     def write_part(self, export_id: str, attempt: int, page: int, data: bytes) -> int: ...
 
+    def part_size(self, export_id: str, attempt: int, page: int) -> int | None: ...
+
+    def stored(self, key: str) -> StoredFile | None: ...
+
     def assemble(self, export_id: str, attempt: int, pages: int, head: bytes, name: str) -> StoredFile: ...
 
     def open(self, key: str) -> BinaryIO: ...
@@ -35,13 +45,21 @@ class Storage(Protocol):
     def remove_export(self, export_id: str) -> None: ...
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
+def _write_whole(path: Path, data: bytes) -> None:
+    """Never a half-written file under `path`: write aside, then rename."""
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as f:
         f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def _sync_folder(folder: Path) -> None:
+    """Make a rename in `folder` durable."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 class LocalStorage:
@@ -57,27 +75,39 @@ class LocalStorage:
     def _parts_dir(self, export_id: str, attempt: int) -> Path:
         return self._export_dir(export_id) / f"parts-{attempt}"
 
+    def _part(self, export_id: str, attempt: int, page: int) -> Path:
+        return self._parts_dir(export_id, attempt) / f"{page:06d}.csv"
+
     def write_part(self, export_id: str, attempt: int, page: int, data: bytes) -> int:
-        parts = self._parts_dir(export_id, attempt)
-        parts.mkdir(parents=True, exist_ok=True)
-        _write_atomically(parts / f"{page:06d}.csv", data)
+        self._parts_dir(export_id, attempt).mkdir(parents=True, exist_ok=True)
+        _write_whole(self._part(export_id, attempt, page), data)
         return len(data)
+
+    def part_size(self, export_id: str, attempt: int, page: int) -> int | None:
+        try:
+            return self._part(export_id, attempt, page).stat().st_size
+        except FileNotFoundError:
+            return None
+
+    def stored(self, key: str) -> StoredFile | None:
+        path = self._resolve(key)
+        return StoredFile(key=key, size=path.stat().st_size) if path.exists() else None
 
     def assemble(self, export_id: str, attempt: int, pages: int, head: bytes, name: str) -> StoredFile:
         key = f"{export_id}/{name}"
+        if (done := self.stored(key)) is not None:
+            return done
         final = self.root / key
-        if final.exists():
-            return StoredFile(key=key, size=final.stat().st_size)
-        parts = self._parts_dir(export_id, attempt)
         tmp = final.with_name(final.name + ".tmp")
         with open(tmp, "wb") as out:
             out.write(head)
             for page in range(1, pages + 1):
-                with open(parts / f"{page:06d}.csv", "rb") as part:
+                with open(self._part(export_id, attempt, page), "rb") as part:
                     shutil.copyfileobj(part, out, 1 << 20)
             out.flush()
             os.fsync(out.fileno())
         os.replace(tmp, final)
+        _sync_folder(final.parent)
         return StoredFile(key=key, size=final.stat().st_size)
 
     def open(self, key: str) -> BinaryIO:

@@ -38,6 +38,7 @@ from invoice_export.exports.storage import get_storage
 from invoice_export.exports.tokens import download_url as signed_download_url
 from invoice_export.failpoints import hit
 from invoice_export.invoices.repository import (
+    CsvPage,
     Keyset,
     Snapshot,
     current_snapshot,
@@ -63,6 +64,7 @@ def export_invoices(payload: dict[str, Any]) -> dict[str, Any]:
         if plan["invoices"] == 0:
             raise NothingToExport(f"{request.org_id} had no invoices when the export started; nothing to export")
         pages = len(plan["ends"])
+        sizes: list[int] = []
         with ThreadPoolExecutor(max_workers=request.page_concurrency, thread_name_prefix="page") as pool:
             for first in range(1, pages + 1, request.page_concurrency):
                 window = range(first, min(first + request.page_concurrency, pages + 1))
@@ -70,9 +72,10 @@ def export_invoices(payload: dict[str, Any]) -> dict[str, Any]:
                 if any(page["canceled"] for page in written):
                     return _stop_canceled(job)
                 for page in written:
+                    sizes.append(page["bytes"])
                     hit(f"between-pages@{page['page']}")
         rows = plan["invoices"]
-        stored = assemble_file(job, pages)
+        stored = assemble_file(job, plan, sizes)
         if stored["canceled"]:
             return _stop_canceled(job)
         hit("assembled")
@@ -100,13 +103,10 @@ def _write_pages(
     are waited for before any failure is raised, so nothing is still writing when a failed run
     removes its files.
     """
-    ends = plan["ends"]
     steps = [(DBOS.reserve_step(), page) for page in window]
 
     def run(reservation: StepReservation, page: int) -> dict[str, Any]:
-        after = ends[page - 2] if page > 1 else None
-        rows = _page_rows(plan, job, page)
-        return reservation.run(WRITE_PAGE, write_page, job, plan["snapshot"], page, after, ends[page - 1], rows)
+        return reservation.run(WRITE_PAGE, write_page, job, plan["snapshot"], page, *_page_range(plan, job, page))
 
     if len(steps) == 1:
         return [run(*steps[0])]
@@ -116,9 +116,15 @@ def _write_pages(
     return [future.result() for future in futures]
 
 
-def _page_rows(plan: dict[str, Any], job: dict[str, Any], page: int) -> int:
-    """Rows page `page` must hold: a full page, except a short last one."""
-    return min(job["page_size"], plan["invoices"] - (page - 1) * job["page_size"])
+PageRange = tuple[dict[str, Any] | None, dict[str, Any], int]
+
+
+def _page_range(plan: dict[str, Any], job: dict[str, Any], page: int) -> PageRange:
+    """Page `page` of the plan: the key it starts after (none for the first), its last key, and
+    how many rows it holds (a full page, except a short last one)."""
+    ends = plan["ends"]
+    rows = min(job["page_size"], plan["invoices"] - (page - 1) * job["page_size"])
+    return (ends[page - 2] if page > 1 else None), ends[page - 1], rows
 
 
 def _reason(failure: Exception) -> str:
@@ -221,20 +227,34 @@ def write_page(
         hit(f"page.read@{page}", session)
         if not _still_active(session, job):
             return {"page": page, "rows": 0, "bytes": 0, "canceled": True}
-        csv_page = read_csv_page(
-            session,
-            job["org_id"],
-            Snapshot(**snapshot),
-            Keyset(**after) if after else None,
-            Keyset(**last),
-            job["page_size"],
-        )
-        if csv_page.rows != expected_rows:
-            raise PageMismatch(f"page {page} read {csv_page.rows} rows where the plan counted {expected_rows}")
+        csv_page = _read_page(session, job, snapshot, page, after, last, expected_rows)
         size = get_storage().write_part(job["export_id"], job["attempt"], page, csv_page.data)
         hit(f"page.written@{page}", session)
         counted = _count_part(session, job, page, csv_page.rows, size)
     return {"page": page, "rows": csv_page.rows, "bytes": size, "canceled": not counted, "attempt": _attempt()}
+
+
+def _read_page(
+    session: Any,
+    job: dict[str, Any],
+    snapshot: dict[str, str],
+    page: int,
+    after: dict[str, Any] | None,
+    last: dict[str, Any],
+    expected_rows: int,
+) -> CsvPage:
+    """Page `page` of the snapshot as CSV, checked against the plan's count for it."""
+    csv_page = read_csv_page(
+        session,
+        job["org_id"],
+        Snapshot(**snapshot),
+        Keyset(**after) if after else None,
+        Keyset(**last),
+        job["page_size"],
+    )
+    if csv_page.rows != expected_rows:
+        raise PageMismatch(f"page {page} read {csv_page.rows} rows where the plan counted {expected_rows}")
+    return csv_page
 
 
 def _count_part(session: Any, job: dict[str, Any], page: int, rows: int, size: int) -> bool:
@@ -271,26 +291,45 @@ def _count_part(session: Any, job: dict[str, Any], page: int, rows: int, size: i
 
 
 @DBOS.step(retries_allowed=True, max_attempts=3, interval_seconds=0.5)
-def assemble_file(job: dict[str, Any], pages: int) -> dict[str, Any]:
+def assemble_file(job: dict[str, Any], plan: dict[str, Any], sizes: list[int]) -> dict[str, Any]:
     """Join the parts under one header into the final file, then drop the parts.
 
     It first claims the row (sets `file_key`) unless the run was canceled: from then on a cancel
-    is refused, so the email is never sent for a canceled run."""
+    is refused, so the email is never sent for a canceled run. Parts are not forced to disk as
+    they are written (exports/storage.py), so a part that a machine crash lost or cut short is
+    read again from the database here first: `sizes` are the byte counts the page steps
+    recorded, and a planned page always reads back the same bytes."""
     storage = get_storage()
     name = f"invoices-{job['org_id']}-{job['day_bucket']}.csv"
+    key = f"{job['export_id']}/{name}"
     with tenant_transaction(job["org_id"]) as session:
         claimed = session.execute(
             update(Export)
             .where(Export.id == job["export_id"], Export.run_id == job["run_id"], Export.status.in_(ACTIVE))
-            .values(file_key=f"{job['export_id']}/{name}")
+            .values(file_key=key)
             .returning(Export.id)
         ).scalar_one_or_none()
     if claimed is None:
         return {"canceled": True}
-    stored = storage.assemble(job["export_id"], job["attempt"], pages, BOM + HEADER, name)
+    if storage.stored(key) is None:
+        _rewrite_lost_parts(job, plan, sizes)
+    stored = storage.assemble(job["export_id"], job["attempt"], len(sizes), BOM + HEADER, name)
     storage.remove_parts(job["export_id"], job["attempt"])
     link = signed_download_url(job["export_id"], job["org_id"])
     return {"key": stored.key, "bytes": stored.size, "download_url": link, "canceled": False, "attempt": _attempt()}
+
+
+def _rewrite_lost_parts(job: dict[str, Any], plan: dict[str, Any], sizes: list[int]) -> None:
+    storage = get_storage()
+    for page, size in enumerate(sizes, start=1):
+        if storage.part_size(job["export_id"], job["attempt"], page) == size:
+            continue
+        with tenant_transaction(job["org_id"]) as session:
+            csv_page = _read_page(session, job, plan["snapshot"], page, *_page_range(plan, job, page))
+        if len(csv_page.data) != size:
+            raise PageMismatch(f"page {page} read back {len(csv_page.data)} bytes where it had written {size}")
+        storage.write_part(job["export_id"], job["attempt"], page, csv_page.data)
+        hit(f"part.rewritten@{page}")
 
 
 def _is_transient(error: BaseException) -> bool:
