@@ -124,3 +124,30 @@ def test_parts_a_machine_crash_lost_are_read_again_at_assembly(  # type: ignore[
     }
     assert [hits[f"page.written@{page}"] for page in range(1, PAGES + 1)] == [1] * PAGES
     assert export_files(data_dir, view.export_id) == [Path(view.csv_path)]  # type: ignore[arg-type]
+
+
+def test_a_worker_that_keeps_dying_after_handing_over_the_email_stops_resending(  # type: ignore[no-untyped-def]
+    sole_worker, smtp_server, admin_conn
+) -> None:
+    """Each time the mail server accepts the message the worker dies before the step is recorded.
+    After MAX_UNSETTLED_HANDOVERS such hand-overs the run no longer sends; it completes, and says why."""
+    from sqlalchemy import text
+
+    from invoice_export.workflows.export import MAX_UNSETTLED_HANDOVERS
+
+    org_id, user_id = make_org(invoices(3))
+    dying = {**smtp_server.env(), "INVOICE_EXPORT_FAILPOINTS": "email.handed-over=kill"}
+    worker = sole_worker(**dying)
+    run = start_export(org_id, user_id)
+    for _ in range(MAX_UNSETTLED_HANDOVERS):
+        worker.wait_killed()
+        worker.restart(**dying)
+    view = wait_for_status(org_id, user_id, run.run_id)
+
+    assert view.status == "completed", view.error
+    assert [m["Message-ID"] for m in smtp_server.messages()] == [message_id_for(run.run_id)] * MAX_UNSETTLED_HANDOVERS  # type: ignore[index]
+    email = admin_conn.execute(
+        text("SELECT metadata -> 'email' FROM audit_logs WHERE action = 'export.completed' AND target_id = :t"),
+        {"t": str(view.export_id)},
+    ).scalar_one()
+    assert email["sent"] is False and "not handed over again" in email["skipped_reason"]

@@ -107,6 +107,7 @@ def _begin_new_attempt(export: Export, key: str) -> None:
     export.pages_done = 0
     export.pages_total = None
     export.rows_written = 0
+    export.email_handovers = 0
     export.row_count = None
     export.error = None
     export.file_key = None

@@ -30,7 +30,7 @@ from invoice_export.db.models import Export, ExportPart, Organization, User
 from invoice_export.db.session import set_tenant, tenant_transaction
 from invoice_export.email.backends import PermanentEmailError, get_backend
 from invoice_export.email.message import export_ready_message
-from invoice_export.email.service import send_unless_suppressed, suppression_reason
+from invoice_export.email.service import SendOutcome, send_unless_suppressed, suppression_reason
 from invoice_export.errors import ExportFailed, NothingToExport
 from invoice_export.exports.csv_format import BOM, HEADER
 from invoice_export.exports.schemas import ExportRequest
@@ -51,6 +51,8 @@ from invoice_export.workflows.queue import WORKFLOW_NAME
 from invoice_export.workflows.runtime import datasource, tenant_write
 
 ACTIVE = ("queued", "running")
+# Email hand-overs cut off before their outcome was recorded, after which a run stops re-sending.
+MAX_UNSETTLED_HANDOVERS = 3
 
 
 @DBOS.workflow(name=WORKFLOW_NAME)
@@ -341,9 +343,12 @@ def send_ready_email(job: dict[str, Any], rows: int, download_url: str) -> dict[
     """Email the requester once per run. The Message-ID is derived from the run id, so the rare
     re-send after a crash (see ARCHITECTURE.md) is recognisable as the same message.
 
-    The database work (recipient, suppression check) is done and committed before the message is
-    handed over, so that after the mail server's acceptance only the step's checkpoint remains
-    to be written: that is the whole duplicate window."""
+    The database work (recipient, suppression check, counting the hand-over) is done and
+    committed before the message is handed over, so that after the mail server's acceptance only
+    the step's checkpoint remains to be written: that is the whole duplicate window. A hand-over
+    whose outcome never came back (the worker died in that window) stays counted; after
+    MAX_UNSETTLED_HANDOVERS of those the message is not handed over again, so a worker that keeps
+    dying there cannot flood the requester."""
     settings = get_settings()
     with tenant_transaction(job["org_id"]) as session:
         user = session.get(User, job["requested_by"])
@@ -360,14 +365,39 @@ def send_ready_email(job: dict[str, Any], rows: int, download_url: str) -> dict[
             ttl_days=settings.download_link_ttl_days,
         )
         suppressed = suppression_reason(session, user.email)
-    outcome = send_unless_suppressed(get_backend(settings), message, suppressed)
-    hit("email.handed-over")
+        unsettled = 0 if suppressed is not None else _count_handover(session, job, +1) - 1
+    if unsettled >= MAX_UNSETTLED_HANDOVERS:
+        outcome = SendOutcome(
+            sent=False,
+            message_id=str(message["Message-ID"]),
+            skipped_reason=f"not handed over again: {unsettled} earlier hand-overs were cut off before the "
+            "mail server's answer was recorded, so the requester has most likely received it",
+        )
+    else:
+        try:
+            outcome = send_unless_suppressed(get_backend(settings), message, suppressed)
+        except Exception:
+            with tenant_transaction(job["org_id"]) as session:
+                _count_handover(session, job, -1)  # the server's answer came back: not delivered
+            raise
+        hit("email.handed-over")
     return {
         "sent": outcome.sent,
         "message_id": outcome.message_id,
         "skipped_reason": outcome.skipped_reason,
         "attempt": _attempt(),
     }
+
+
+def _count_handover(session: Any, job: dict[str, Any], change: int) -> int:
+    return int(
+        session.execute(
+            update(Export)
+            .where(Export.id == job["export_id"], Export.run_id == job["run_id"])
+            .values(email_handovers=Export.email_handovers + change)
+            .returning(Export.email_handovers)
+        ).scalar_one()
+    )
 
 
 @tenant_write

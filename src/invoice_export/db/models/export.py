@@ -39,6 +39,8 @@ class Export(Base):
     # The run's pg_snapshot (text form): the invoices it exports, and the versions it still needs.
     snapshot: Mapped[str | None] = mapped_column(Text)
     file_key: Mapped[str | None] = mapped_column(Text)
+    # Hand-overs of the ready email whose outcome never reached the step (migration 0005).
+    email_handovers: Mapped[int] = mapped_column(Integer, server_default="0")
     download_url: Mapped[str | None] = mapped_column(Text)
     error: Mapped[str | None] = mapped_column(Text)
     requested_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
