@@ -84,13 +84,11 @@ def export_invoices(payload: dict[str, Any]) -> dict[str, Any]:
         email = send_ready_email(job, rows, stored["download_url"])
         return finalize_export(job, rows, pages, stored, email)
     except ExportFailed as failure:
-        fail_export(job, str(failure))
-        remove_files(job)
+        _give_up(job, str(failure))
         raise
     except Exception as failure:
         reason = _reason(failure)
-        fail_export(job, reason)
-        remove_files(job)
+        _give_up(job, reason)
         raise ExportFailed(f"export failed: {reason}") from failure
 
 
@@ -135,6 +133,15 @@ def _reason(failure: Exception) -> str:
         last = failure.errors[-1]
         return f"{failure.step_name} failed {len(failure.errors)} times; last error: {type(last).__name__}: {last}"
     return f"{type(failure).__name__}: {failure}"
+
+
+def _give_up(job: dict[str, Any], reason: str) -> None:
+    """End a failed run: its files go first, so a row that says failed never has files left
+    behind it; the row is marked failed even if removing them fails."""
+    try:
+        remove_files(job)
+    finally:
+        fail_export(job, reason)
 
 
 def _stop_canceled(job: dict[str, Any]) -> dict[str, Any]:
