@@ -80,7 +80,7 @@ def test_run_page_timeline_and_status_filter(database: str, worker) -> None:  # 
     assert detail.recoveries == 0 and detail.worker == worker.worker_id
 
     bad = run_detail(failed_org, failed_user, failed.run_id)
-    assert [s.kind for s in bad.steps] == ["plan", "fail", "cleanup"]
+    assert [s.kind for s in bad.steps] == ["plan", "cleanup", "fail"]
     assert bad.export.status == "failed" and "nothing to export" in (bad.export.error or "")
 
     client = TestClient(create_app())

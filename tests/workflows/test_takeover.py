@@ -99,7 +99,11 @@ def test_runs_of_a_killed_worker_that_never_comes_back_are_taken_over_within_30s
     trace.write_text("")
 
     run = start_export(org_id, user_id)
-    victim = wait_until(lambda: running_on(run.run_id, workers, org_id, user_id, 2), what="run mid-way on a worker")
+    # Killed while page 3 is being read (its slow read has begun), so one page is in flight.
+    victim = wait_until(
+        lambda: running_on(run.run_id, workers, org_id, user_id, 2) if 3 in page_hits(trace, "page.read") else None,
+        what="run mid-way on a worker, inside page 3",
+    )
     survivor = next(w for w in workers if w is not victim)
     victim.kill()  # type: ignore[attr-defined]
     killed_at = time.time()
