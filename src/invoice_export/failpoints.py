@@ -10,9 +10,10 @@ otherwise; production never sets these variables.
   test can count how often each piece of work ran across a kill and a restart.
 
 Points: `page.read@N` (page N's transaction is open, nothing read yet), `page.written@N` (part N
-stored, its transaction not yet committed), `between-pages@N` (page N checkpointed, page N+1 not
-started), `assembled`, `email.handed-over` (the mail server accepted the message, the step is not
-yet recorded), `finalize.before-commit` (row and audit written, transaction not committed).
+stored, its transaction not yet committed), `between-pages@N` (the workflow has seen page N's
+checkpoint recorded; with EXPORT_PAGE_CONCURRENCY > 1 other pages may be in flight), `assembled`,
+`email.handed-over` (the mail server accepted the message, the step is not yet recorded),
+`finalize.before-commit` (row and audit written, transaction not committed).
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import ColumnElement, select
+from sqlalchemy import ColumnElement, Select, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
@@ -55,7 +55,12 @@ def start_export(org_id: str, user_id: str, *, now: datetime | None = None) -> E
     settings = get_settings()
     with tenant_transaction(org_id, user_id) as session:
         require_membership(session, org_id, user_id)
-        inserted = session.execute(
+        # A click again: today's run exists and is not to be restarted. Answered by reading
+        # alone, with no lock and nothing written.
+        existing = session.execute(_todays_export(org_id, user_id, day)).scalar_one_or_none()
+        if existing is not None and existing.status not in RESTARTABLE:
+            return _view(existing, engine_status=None)
+        export = session.scalars(
             insert(Export)
             .values(
                 id=uuid.uuid4(),
@@ -70,17 +75,17 @@ def start_export(org_id: str, user_id: str, *, now: datetime | None = None) -> E
             # No arbiter named: a concurrent first start may collide on the run id's unique
             # index before the (org, user, day) one, and that is the same row too.
             .on_conflict_do_nothing()
-            .returning(Export.id)
-        ).scalar_one_or_none()
-        export = session.execute(
-            select(Export)
-            .where(Export.organization_id == org_id, Export.requested_by == user_id, Export.day_bucket == day)
-            .with_for_update()
-        ).scalar_one()
-        if inserted is None and export.status in RESTARTABLE:
+            .returning(Export)
+        ).one_or_none()
+        if export is None:
+            # A concurrent start inserted it first, or it is a failed or canceled run: decide
+            # under the row lock, on the row as it is now.
+            export = session.execute(
+                _todays_export(org_id, user_id, day).with_for_update().execution_options(populate_existing=True)
+            ).scalar_one()
+            if export.status not in RESTARTABLE:
+                return _view(export, engine_status=None)
             _begin_new_attempt(export, key)
-        elif inserted is None:
-            return _view(export, engine_status=None)
         request = ExportRequest(
             export_id=export.id,
             org_id=org_id,
@@ -98,6 +103,12 @@ def start_export(org_id: str, user_id: str, *, now: datetime | None = None) -> E
             request.model_dump(mode="json"),
         )
         return _view(export, engine_status=None)
+
+
+def _todays_export(org_id: str, user_id: str, day: date) -> Select[Export]:
+    return select(Export).where(
+        Export.organization_id == org_id, Export.requested_by == user_id, Export.day_bucket == day
+    )
 
 
 def _begin_new_attempt(export: Export, key: str) -> None:

@@ -13,8 +13,9 @@ from sqlalchemy import delete, select, update
 
 from invoice_export.db.models import Session as SessionRow
 from invoice_export.db.models import User
-from invoice_export.db.session import app_transaction
+from invoice_export.db.session import app_transaction, set_tenant
 from invoice_export.orgs.passwords import hash_password, verify_password
+from invoice_export.orgs.service import Membership, list_memberships
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,8 @@ class SignedIn:
     email: str
     active_org_id: str | None
     csrf_token: str
+    # Every org the user belongs to, read with the session (one transaction per request for both).
+    memberships: tuple[Membership, ...] = ()
 
 
 def _digest(token: str) -> str:
@@ -51,7 +54,8 @@ def authenticate(email: str, password: str) -> User | None:
 
 def create_session(user_id: str, ttl: timedelta, replaces: str | None = None) -> str:
     """A new session token for `user_id` (rotation: a token known before sign-in is never the
-    signed-in one). The session it replaces, and the user's expired sessions, are deleted."""
+    signed-in one), acting in the user's first org until they choose another. The session it
+    replaces, and the user's expired sessions, are deleted."""
     token = secrets.token_urlsafe(32)
     with app_transaction() as session:
         if replaces:
@@ -59,10 +63,13 @@ def create_session(user_id: str, ttl: timedelta, replaces: str | None = None) ->
         session.execute(
             delete(SessionRow).where(SessionRow.user_id == user_id, SessionRow.expires_at <= datetime.now(UTC))
         )
+        set_tenant(session, None, user_id)
+        first = next(iter(list_memberships(session, user_id)), None)
         session.add(
             SessionRow(
                 id=_digest(token),
                 user_id=user_id,
+                active_org_id=first.org_id if first else None,
                 csrf_token=secrets.token_urlsafe(32),
                 expires_at=datetime.now(UTC) + ttl,
             )
@@ -71,15 +78,19 @@ def create_session(user_id: str, ttl: timedelta, replaces: str | None = None) ->
 
 
 def lookup_session(token: str) -> SignedIn | None:
+    """The signed-in user of `token` (None if unknown or expired) with their memberships, read
+    fresh in one transaction: the memberships under the user's own RLS scope."""
     with app_transaction() as session:
         row = session.execute(
             select(SessionRow, User)
             .join(User, User.id == SessionRow.user_id)
             .where(SessionRow.id == _digest(token), SessionRow.expires_at > datetime.now(UTC))
         ).one_or_none()
-    if row is None:
-        return None
-    s, user = row
+        if row is None:
+            return None
+        s, user = row
+        set_tenant(session, None, user.id)
+        memberships = tuple(list_memberships(session, user.id))
     return SignedIn(
         session_id=s.id,
         user_id=user.id,
@@ -87,6 +98,7 @@ def lookup_session(token: str) -> SignedIn | None:
         email=user.email,
         active_org_id=s.active_org_id,
         csrf_token=s.csrf_token,
+        memberships=memberships,
     )
 
 

@@ -18,9 +18,8 @@ from urllib.parse import urlparse
 from fastapi import Depends, Form, Header, Request
 from starlette.concurrency import run_in_threadpool
 
-from invoice_export.db.session import tenant_transaction
 from invoice_export.errors import DomainError, Forbidden
-from invoice_export.orgs.service import Membership, list_memberships
+from invoice_export.orgs.service import Membership
 from invoice_export.orgs.sessions import SignedIn, lookup_session, set_active_org
 from invoice_export.settings import get_settings
 
@@ -49,17 +48,17 @@ def client_address(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
 
-def _signed_in(request: Request) -> SignedIn | None:
-    """The request's session, looked up once per request."""
+async def _signed_in(request: Request) -> SignedIn | None:
+    """The request's session (with the user's memberships), looked up once per request."""
     if not hasattr(request.state, "signed_in"):
         token = request.cookies.get(SESSION_COOKIE)
-        request.state.signed_in = lookup_session(token) if token else None
+        request.state.signed_in = await run_in_threadpool(lookup_session, token) if token else None
     signed_in: SignedIn | None = request.state.signed_in
     return signed_in
 
 
-def current_user(request: Request) -> SignedIn:
-    signed_in = _signed_in(request)
+async def current_user(request: Request) -> SignedIn:
+    signed_in = await _signed_in(request)
     if signed_in is None:
         raise SignInRequired("sign in to continue")
     return signed_in
@@ -75,18 +74,17 @@ class MemberContext:
     memberships: list[Membership]
 
 
-def current_member(user: CurrentUser) -> MemberContext:
+async def current_member(user: CurrentUser) -> MemberContext:
     """The signed-in user acting in their active org (their first org if none is chosen yet).
-    The membership is read fresh for every request; whatever the request then does in that org
-    checks it again in its own transaction (the services do)."""
-    with tenant_transaction(None, user.user_id) as session:
-        memberships = list_memberships(session, user.user_id)
+    The memberships were read fresh with the session, for this request; whatever the request
+    then does in that org checks membership again in its own transaction (the services do)."""
+    memberships = list(user.memberships)
     if not memberships:
         raise NoOrganization("your account is not a member of any organization")
     chosen = next((m for m in memberships if m.org_id == user.active_org_id), None)
     if chosen is None:
         chosen = memberships[0]
-        set_active_org(user.session_id, chosen.org_id)
+        await run_in_threadpool(set_active_org, user.session_id, chosen.org_id)
     return MemberContext(user=user, membership=chosen, memberships=memberships)
 
 
@@ -97,12 +95,12 @@ def _same(expected: str, given: object) -> bool:
     return isinstance(given, str) and hmac.compare_digest(expected.encode(), given.encode())
 
 
-def csrf_form(user: CurrentUser, csrf_token: Annotated[str | None, Form(max_length=100)] = None) -> None:
+async def csrf_form(user: CurrentUser, csrf_token: Annotated[str | None, Form(max_length=100)] = None) -> None:
     if not _same(user.csrf_token, csrf_token):
         raise Forbidden("the form expired or did not come from this site; reload the page and try again")
 
 
-def csrf_header(user: CurrentUser, x_csrf_token: Annotated[str | None, Header(max_length=100)] = None) -> None:
+async def csrf_header(user: CurrentUser, x_csrf_token: Annotated[str | None, Header(max_length=100)] = None) -> None:
     if not _same(user.csrf_token, x_csrf_token):
         raise Forbidden("missing or wrong X-CSRF-Token header")
 
@@ -125,7 +123,7 @@ async def protect_state_changes(request: Request) -> None:
         raise Forbidden("cross-site request refused")
     if request.url.path in NO_SESSION_NEEDED:
         return
-    signed_in = await run_in_threadpool(_signed_in, request)
+    signed_in = await _signed_in(request)
     if signed_in is None:
         raise SignInRequired("sign in to continue")
     given: object = request.headers.get(CSRF_HEADER)

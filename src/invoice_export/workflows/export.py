@@ -15,12 +15,12 @@ be canceled (the assembly step claims the row first), so a canceled run never se
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextvars import copy_context
 from datetime import UTC, datetime
 from typing import Any
 
-from dbos import DBOS, StepOptions, StepReservation
+from dbos import DBOS, StepOptions
 from dbos._error import DBOSMaxStepRetriesExceeded
 from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert
@@ -66,16 +66,10 @@ def export_invoices(payload: dict[str, Any]) -> dict[str, Any]:
         if plan["invoices"] == 0:
             raise NothingToExport(f"{request.org_id} had no invoices when the export started; nothing to export")
         pages = len(plan["ends"])
-        sizes: list[int] = []
-        with ThreadPoolExecutor(max_workers=request.page_concurrency, thread_name_prefix="page") as pool:
-            for first in range(1, pages + 1, request.page_concurrency):
-                window = range(first, min(first + request.page_concurrency, pages + 1))
-                written = _write_pages(pool, job, plan, window)
-                if any(page["canceled"] for page in written):
-                    return _stop_canceled(job)
-                for page in written:
-                    sizes.append(page["bytes"])
-                    hit(f"between-pages@{page['page']}")
+        written = _write_pages(job, plan)
+        if written is None:
+            return _stop_canceled(job)
+        sizes = [page["bytes"] for page in written]
         rows = plan["invoices"]
         stored = assemble_file(job, plan, sizes)
         if stored["canceled"]:
@@ -92,28 +86,57 @@ def export_invoices(payload: dict[str, Any]) -> dict[str, Any]:
         raise ExportFailed(f"export failed: {reason}") from failure
 
 
-def _write_pages(
-    pool: ThreadPoolExecutor, job: dict[str, Any], plan: dict[str, Any], window: range
-) -> list[dict[str, Any]]:
-    """Write the pages of `window` at the same time, each as its own checkpointed step.
+def _write_pages(job: dict[str, Any], plan: dict[str, Any]) -> list[dict[str, Any]] | None:
+    """Write every page of the plan, each as its own checkpointed step, `page_concurrency` at a
+    time: a new page starts as soon as any page in flight finishes. Returns the pages' results
+    in page order, or None when the run was canceled.
 
-    The steps' ids are reserved in page order before any of them runs, so a recovered run
-    replays every finished page from its checkpoint whatever order the pages finished in; only
-    pages still in flight at a crash (at most one window) run again. All pages of the window
-    are waited for before any failure is raised, so nothing is still writing when a failed run
-    removes its files.
+    The steps' ids are reserved in page order (one page is started at a time, from this thread),
+    so a recovered run replays every finished page from its checkpoint whatever order the pages
+    finished in; only pages still in flight at a crash (at most `page_concurrency`) run again.
+    After a failure or a cancel no new page starts, and the pages in flight are waited for before
+    anything is raised, so nothing is still writing when a failed run removes its files.
     """
-    steps = [(DBOS.reserve_step(), page) for page in window]
+    pages = len(plan["ends"])
+    concurrency = job["page_concurrency"]
+    written: dict[int, dict[str, Any]] = {}
+    in_flight: set[Future[dict[str, Any]]] = set()
+    failure: BaseException | None = None
+    canceled = False
+    started = 0
+    with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="page") as pool:
+        while True:
+            while failure is None and not canceled and started < pages and len(in_flight) < concurrency:
+                started += 1
+                in_flight.add(_start_page(pool, job, plan, started))
+            if not in_flight:
+                break
+            done, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
+            for future in done:
+                if (error := future.exception()) is not None:
+                    failure = failure or error
+                elif future.result()["canceled"]:
+                    canceled = True
+                else:
+                    page = future.result()
+                    written[page["page"]] = page
+                    hit(f"between-pages@{page['page']}")
+    if failure is not None:
+        raise failure
+    return None if canceled else [written[page] for page in range(1, pages + 1)]
 
-    def run(reservation: StepReservation, page: int) -> dict[str, Any]:
+
+def _start_page(
+    pool: ThreadPoolExecutor, job: dict[str, Any], plan: dict[str, Any], page: int
+) -> Future[dict[str, Any]]:
+    """Reserve page `page`'s step id now, and run the step in `pool`, in a copy of the workflow's
+    context (which the reserved step needs)."""
+    reservation = DBOS.reserve_step()
+
+    def step() -> dict[str, Any]:
         return reservation.run(WRITE_PAGE, write_page, job, plan["snapshot"], page, *_page_range(plan, job, page))
 
-    if len(steps) == 1:
-        return [run(*steps[0])]
-    # Each thread runs in a copy of the workflow's context, which the reserved step needs.
-    futures = [pool.submit(copy_context().run, run, reservation, page) for reservation, page in steps]
-    wait(futures)
-    return [future.result() for future in futures]
+    return pool.submit(copy_context().run, step)
 
 
 PageRange = tuple[dict[str, Any] | None, dict[str, Any], int]
@@ -210,7 +233,7 @@ class PageMismatch(RuntimeError):
     did not hold, and a file built from it would be wrong."""
 
 
-# The page step's options, used through `DBOS.reserve_step` (see `_write_pages`).
+# The page step's options, used through `DBOS.reserve_step` (see `_start_page`).
 WRITE_PAGE: StepOptions = {
     "name": "write_page",
     "retries_allowed": True,
