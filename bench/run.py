@@ -180,7 +180,7 @@ def page_size_curve(bench: Bench, report: Report) -> None:
     )
 
 
-SWEEP_CONCURRENCY = [1, 2, 3, 4]
+SWEEP_CONCURRENCY = [1, 2, 3, 4, 6]
 
 
 def concurrency_sweep(bench: Bench, report: Report, size: int) -> None:

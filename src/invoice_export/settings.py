@@ -44,7 +44,7 @@ class Settings(BaseSettings):
     secret_key: str = Field(PLACEHOLDER_SECRET, min_length=32, description="signs sessions and download links")
     export_page_size: int = Field(5000, ge=1, le=1_000_000, description="invoices per checkpointed page")
     export_page_concurrency: int = Field(
-        3, ge=1, le=8, description="pages of one export written at the same time (each is its own checkpoint)"
+        4, ge=1, le=8, description="pages of one export written at the same time (each is its own checkpoint)"
     )
     queue_poll_seconds: float = Field(0.2, gt=0, le=60, description="how often a worker looks for queued runs")
     worker_id: str | None = Field(None, description="unique, stable engine executor id of this worker process")

@@ -86,7 +86,7 @@ def test_cli_cancel_stops_a_running_export_at_the_next_page(  # type: ignore[no-
     view = get_export(org_id, user_id, run.run_id)
     assert view.status == "canceled" and view.error == "canceled by an operator"
     # Pages already in flight when the cancel committed find it when they are counted: at most
-    # one window of concurrent pages runs after the cancel, and none of them is counted.
+    # EXPORT_PAGE_CONCURRENCY pages run after the cancel, and none of them is counted.
     assert parts_counted(admin_conn, view.export_id) == canceled["pages_done"] == view.pages_done
     concurrency = get_settings().export_page_concurrency
     assert canceled["pages_done"] <= page_steps(admin_conn, run.run_id) <= canceled["pages_done"] + concurrency < 600

@@ -1,6 +1,6 @@
 """SIGKILL the worker at chosen points of a run, restart it with the same WORKER_ID, and check
 that the run completes with the file of an uninterrupted export, no finished page redone (only
-the pages in flight at the kill: one window of EXPORT_PAGE_CONCURRENCY pages), one
+the pages in flight at the kill: at most EXPORT_PAGE_CONCURRENCY of them), one
 completion audit row, a consistent row, and one email (except where the mail server accepted the
 message and the process died before recording it: the documented window, same Message-ID)."""
 
