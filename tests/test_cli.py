@@ -50,3 +50,37 @@ def test_bad_input_is_a_clear_error(database: str) -> None:
     assert malformed.returncode == 2 and "malformed run id" in malformed.stderr
     bad_seed = cli("db", "seed", "--extra-org", "acme:ten")
     assert bad_seed.returncode == 2 and "ORG_ID:N" in bad_seed.stderr
+
+
+def test_runs_list_of_an_unknown_org_is_an_error(database: str) -> None:
+    listed = cli("runs", "list", "--org", "org_nope")
+    assert listed.returncode == 2 and "unknown organization 'org_nope'" in listed.stderr
+
+
+def test_export_wait_says_so_when_no_worker_runs_the_queued_run(shared_worker_paused) -> None:  # type: ignore[no-untyped-def]
+    """With no worker, --wait does not sit silent: after QUEUED_HINT_SECONDS it says that a worker
+    must run the queued run (the run itself stays queued for the next worker)."""
+    from invoice_export.exports.service import cancel_export
+    from tests.conftest import invoices, make_org
+
+    org_id, user_id = make_org(invoices(3))
+    waiting = subprocess.Popen(
+        [sys.executable, "-m", "invoice_export", "export", "--org", org_id, "--as", user_id, "--wait", "--json"],
+        cwd=PROJECT,
+        env=os.environ.copy(),
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert waiting.stderr is not None
+        line = waiting.stderr.readline()  # blocks until the hint (or the process ends)
+        assert "is still queued after" in line and "invoice-export worker" in line, line
+        assert waiting.poll() is None  # still waiting for the run
+    finally:
+        waiting.kill()
+        waiting.wait()
+    listed = cli("runs", "list", "--org", org_id, "--json")
+    (run,) = json.loads(listed.stdout)
+    assert run["status"] == "queued"
+    cancel_export(org_id, run["run_id"], actor_id=None, via="test")

@@ -86,15 +86,22 @@ def _print_view(view: ExportView, as_json: bool) -> None:
         sys.stdout.write(view.model_dump_json() + "\n")
         return
     table = Table(show_header=False)
+    table.add_column()
+    table.add_column(overflow="fold")  # long paths and links fold, never cut short
     for key, value in view.model_dump(mode="json").items():
         table.add_row(key, "" if value is None else str(value))
     console.print(table)
 
 
+# How long `--wait` watches a run sit in the queue before it says that a worker must run it.
+QUEUED_HINT_SECONDS = 10.0
+
+
 def _wait_with_progress(org_id: str, user_id: str, run_id: str, show: bool, timeout: float = 600) -> ExportView:
     from invoice_export.exports.service import get_export
 
-    deadline = time.monotonic() + timeout
+    started = time.monotonic()
+    hinted = False
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=err, disable=not show, transient=False) as progress:
         task = progress.add_task(f"export {run_id}", total=None)
@@ -103,7 +110,16 @@ def _wait_with_progress(org_id: str, user_id: str, run_id: str, show: bool, time
             progress.update(task, total=view.pages_total, completed=view.pages_done, description=view.status)
             if view.status in TERMINAL:
                 return view
-            if time.monotonic() > deadline:
+            waited = time.monotonic() - started
+            if view.status == "queued" and waited > QUEUED_HINT_SECONDS and not hinted:
+                # Said even with --json (on stderr): a run waits in the queue until a worker runs it.
+                err.print(
+                    f"run {run_id} is still queued after {QUEUED_HINT_SECONDS:.0f}s: runs are executed by a "
+                    "worker; start one with `invoice-export worker` (or `invoice-export serve`)",
+                    soft_wrap=True,
+                )
+                hinted = True
+            if waited > timeout:
                 raise _fail(Exception(f"run {run_id} did not finish within {timeout:.0f}s"))
             time.sleep(0.05)
 
@@ -213,6 +229,8 @@ def serve(
                 in_process.enter_context(serving(settings, settings.worker_id or DEFAULT_WORKER_ID))
             except WorkerIdInUse as exc:
                 raise _fail(exc, 3) from None
+        worker_note = "no worker (--no-worker)" if no_worker else "with an in-process worker"
+        err.print(f"serving on http://{host}:{port}/ {worker_note}; Ctrl-C stops", soft_wrap=True)
         uvicorn.run(create_app(), host=host, port=port, log_level="warning")
 
 
@@ -239,7 +257,7 @@ def demo(as_json: JsonOpt = False) -> None:
     try:
         with serving(settings, "demo"):
             view = start_export("org_acme", "user_alice")
-            say(f"started run {view.run_id}")
+            say(f"today's run for user_alice: {view.run_id} ({view.status})")
             view = _wait_with_progress("org_acme", "user_alice", view.run_id, show=not as_json)
     except WorkerIdInUse as exc:
         raise _fail(exc, 3) from None
@@ -252,8 +270,12 @@ def demo(as_json: JsonOpt = False) -> None:
         sys.stdout.write(json.dumps(payload) + "\n")
     else:
         _print_view(view, False)
-        console.print(f"CSV file:  {view.csv_path}")
-        console.print(f"Email:     {email_path or '(not written: see the email backend setting)'}")
+        console.print(f"CSV file:  {view.csv_path}", soft_wrap=True, highlight=False)
+        console.print(
+            f"Email:     {email_path or '(not written: see the email backend setting)'}",
+            soft_wrap=True,
+            highlight=False,
+        )
     if view.status != "completed":
         raise typer.Exit(1)
 
