@@ -165,7 +165,7 @@ def page_size_curve(bench: Bench, report: Report) -> None:
         "Each point is one durable export (run start to completion). A least-squares line through the "
         f"one-page-at-a-time points, time = a + b * pages, gives **b = {slope * 1000:.1f} ms per page** "
         f"(a = {intercept:.2f} s): what a page costs beyond its rows — its step checkpoint, its own transaction, "
-        "its part file (written and fsynced) and its progress count.",
+        "its part file (written, not fsynced) and its progress count.",
         "",
     )
     by_page: dict[int, dict[int, float]] = {}
