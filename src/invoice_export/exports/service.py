@@ -14,13 +14,13 @@ from sqlalchemy import ColumnElement, Select, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
-from invoice_export.db.models import EXPORT_STATUSES, Export, Member, Organization, User
+from invoice_export.db.models import EXPORT_STATUSES, Export, Member, User
 from invoice_export.db.session import tenant_transaction
-from invoice_export.errors import Conflict, InvalidInput, LinkExpired, NotFound, UnknownOrganization
+from invoice_export.errors import Conflict, InvalidInput, LinkExpired, NotFound
 from invoice_export.exports.schemas import RUN_ID_PATTERN, ExportRequest, ExportView
 from invoice_export.exports.storage import get_storage
 from invoice_export.exports.tokens import DownloadGrant
-from invoice_export.orgs.service import Membership, list_memberships, require_membership
+from invoice_export.orgs.service import Membership, list_memberships, require_membership, require_org
 from invoice_export.settings import get_settings
 from invoice_export.workflows.queue import engine_client, enqueue_options
 
@@ -324,8 +324,7 @@ def list_org_exports(org_id: str, limit: int = 50) -> list[ExportView]:
     """The org's runs for the operator CLI (no member check: the CLI runs with database access).
     An unknown org is an error, not an empty list."""
     with tenant_transaction(org_id) as session:
-        if session.execute(select(Organization.id).where(Organization.id == org_id)).scalar_one_or_none() is None:
-            raise UnknownOrganization(f"unknown organization {org_id!r}")
+        require_org(session, org_id)
         exports = session.execute(
             select(Export).where(Export.organization_id == org_id).order_by(Export.requested_at.desc()).limit(limit)
         ).scalars()

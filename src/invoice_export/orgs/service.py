@@ -30,6 +30,14 @@ def get_user(session: Session, user_id: str) -> User:
     return user
 
 
+def require_org(session: Session, org_id: str) -> str:
+    """The org's name; an unknown org is an error (the session must be scoped to `org_id`)."""
+    name = session.execute(select(Organization.name).where(Organization.id == org_id)).scalar_one_or_none()
+    if name is None:
+        raise UnknownOrganization(f"unknown organization {org_id!r}")
+    return name
+
+
 def require_membership(session: Session, org_id: str, user_id: str) -> Membership:
     """The user's membership of the org. The session must be scoped to (org_id, user_id).
 
