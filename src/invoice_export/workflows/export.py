@@ -115,10 +115,11 @@ def _write_pages(job: dict[str, Any], plan: dict[str, Any]) -> list[dict[str, An
             for future in done:
                 if (error := future.exception()) is not None:
                     failure = failure or error
-                elif future.result()["canceled"]:
+                    continue
+                page = future.result()
+                if page["canceled"]:
                     canceled = True
                 else:
-                    page = future.result()
                     written[page["page"]] = page
                     hit(f"between-pages@{page['page']}")
     if failure is not None:
