@@ -23,10 +23,9 @@ from typing import Any
 from dbos import DBOS, StepOptions
 from dbos._error import DBOSMaxStepRetriesExceeded
 from sqlalchemy import func, select, text, update
-from sqlalchemy.dialects.postgresql import insert
 
 from invoice_export.audit.service import record
-from invoice_export.db.models import Export, ExportPart, Organization, User
+from invoice_export.db.models import Export, Organization, User
 from invoice_export.db.session import set_tenant, tenant_transaction
 from invoice_export.email.backends import PermanentEmailError, get_backend
 from invoice_export.email.message import export_ready_message
@@ -174,15 +173,6 @@ def _stop_canceled(job: dict[str, Any]) -> dict[str, Any]:
     return {"status": "canceled"}
 
 
-def _still_active(session: Any, job: dict[str, Any]) -> bool:
-    """Whether this run still owns its row and has not been canceled, checked before a page is
-    read; a cancel that commits while the page is read is caught when the page is counted."""
-    status = session.execute(
-        select(Export.status).where(Export.id == job["export_id"], Export.run_id == job["run_id"])
-    ).scalar_one_or_none()
-    return status in ACTIVE
-
-
 def _attempt() -> int:
     """Which try of the running step this is (1 = first). The engine records only a step's final
     outcome, so a retrying step reports its attempt in its output for the run page."""
@@ -234,10 +224,34 @@ class PageMismatch(RuntimeError):
     did not hold, and a file built from it would be wrong."""
 
 
-# A page's transaction need not wait for its own WAL flush: its step's checkpoint, committed
-# right after it on the same server, waits for a flush that covers it. Lost in a server crash
-# before that, the page simply has no checkpoint and runs again.
-ASYNC_COMMIT = text("SET LOCAL synchronous_commit = off")
+# Before a page is read: its transaction need not wait for its own WAL flush (its step's
+# checkpoint, committed right after it on the same server, waits for a flush that covers it; lost
+# in a server crash before that, the page simply has no checkpoint and runs again), and the run
+# must still own its row and not be canceled.
+PAGE_PRELUDE = text(
+    "SELECT set_config('synchronous_commit', 'off', true),"
+    " (SELECT status FROM exports WHERE id = :export_id AND run_id = :run_id) = ANY(:active)"
+)
+
+# After a page is stored: record the part once and raise the row's progress, in one statement,
+# unless the run was canceled meanwhile. The row lock is taken last, so concurrent pages of the
+# run wait for each other only for this statement, and a cancel (which takes the same lock) is
+# seen either before or after, never half-way. A re-run finds the part recorded and counts nothing.
+COUNT_PART = text(
+    """WITH run AS (
+           SELECT id FROM exports
+           WHERE id = :export_id AND run_id = :run_id AND status = ANY(:active)
+           FOR UPDATE),
+       part AS (
+           INSERT INTO export_parts (export_id, attempt, page, organization_id, rows, bytes)
+           SELECT id, :attempt, :page, :org_id, :rows, :bytes FROM run
+           ON CONFLICT DO NOTHING
+           RETURNING export_id),
+       progress AS (
+           UPDATE exports SET pages_done = pages_done + 1, rows_written = rows_written + :rows
+           FROM part WHERE exports.id = part.export_id)
+       SELECT EXISTS (SELECT FROM run)"""
+)
 
 # The page step's options, used through `DBOS.reserve_step` (see `_start_page`).
 WRITE_PAGE: StepOptions = {
@@ -261,15 +275,17 @@ def write_page(
     part `page`, and count it on the row. A re-run writes the same bytes (the snapshot and the
     two keys fix the page) and counts nothing twice (`_count_part`). A canceled row stops the
     run here: before the page is read, or after, when the page is not counted."""
+    run = {"export_id": job["export_id"], "run_id": job["run_id"], "active": list(ACTIVE)}
     with tenant_transaction(job["org_id"]) as session:
-        session.execute(ASYNC_COMMIT)
+        active = session.execute(PAGE_PRELUDE, run).one()[1]
         hit(f"page.read@{page}", session)
-        if not _still_active(session, job):
+        if not active:
             return {"page": page, "rows": 0, "bytes": 0, "canceled": True}
         csv_page = _read_page(session, job, snapshot, page, after, last, expected_rows)
         size = get_storage().write_part(job["export_id"], job["attempt"], page, csv_page.data)
         hit(f"page.written@{page}", session)
-        counted = _count_part(session, job, page, csv_page.rows, size)
+        part = {"attempt": job["attempt"], "page": page, "org_id": job["org_id"], "rows": csv_page.rows, "bytes": size}
+        counted = session.execute(COUNT_PART, run | part).scalar_one()
     return {"page": page, "rows": csv_page.rows, "bytes": size, "canceled": not counted, "attempt": _attempt()}
 
 
@@ -294,39 +310,6 @@ def _read_page(
     if csv_page.rows != expected_rows:
         raise PageMismatch(f"page {page} read {csv_page.rows} rows where the plan counted {expected_rows}")
     return csv_page
-
-
-def _count_part(session: Any, job: dict[str, Any], page: int, rows: int, size: int) -> bool:
-    """Record the part once and raise the row's progress, unless the run was canceled meanwhile.
-
-    The row lock is taken last, so concurrent pages of the run wait for each other only for
-    these few statements, and a cancel (which takes the same lock) is seen either before or
-    after, never half-way."""
-    status = session.execute(
-        select(Export.status).where(Export.id == job["export_id"], Export.run_id == job["run_id"]).with_for_update()
-    ).scalar_one_or_none()
-    if status not in ACTIVE:
-        return False
-    recorded = session.execute(
-        insert(ExportPart)
-        .values(
-            export_id=job["export_id"],
-            attempt=job["attempt"],
-            page=page,
-            organization_id=job["org_id"],
-            rows=rows,
-            bytes=size,
-        )
-        .on_conflict_do_nothing()
-        .returning(ExportPart.page)
-    ).scalar_one_or_none()
-    if recorded is not None:
-        session.execute(
-            update(Export)
-            .where(Export.id == job["export_id"])
-            .values(pages_done=Export.pages_done + 1, rows_written=Export.rows_written + rows)
-        )
-    return True
 
 
 @DBOS.step(retries_allowed=True, max_attempts=3, interval_seconds=0.5)
