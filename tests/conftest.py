@@ -418,6 +418,8 @@ class Server:
         self.log = log
         self._log_file = open(log, "ab")  # noqa: SIM115
         command = [sys.executable, "-m", "invoice_export", "serve", "--no-worker", "--port", str(self.port)]
+        self.processes = int((os.environ | env).get("SERVE_PROCESSES", "1"))
+        command += ["--processes", str(self.processes)]
         self.proc = subprocess.Popen(
             command, env=os.environ | env, stdout=self._log_file, stderr=subprocess.STDOUT, cwd=PROJECT
         )

@@ -215,6 +215,7 @@ def serve(
     port: Annotated[int, typer.Option("--port", min=1, max=65535)] = 8000,
     host: Annotated[str, typer.Option("--host")] = "127.0.0.1",
     no_worker: Annotated[bool, typer.Option("--no-worker", help="Serve pages only; run workers apart.")] = False,
+    processes: Annotated[int, typer.Option("--processes", min=1, max=64, help="Web processes on the port.")] = 1,
 ) -> None:
     """Serve the web app (with an in-process worker unless --no-worker)."""
     import uvicorn
@@ -231,7 +232,17 @@ def serve(
                 raise _fail(exc, 3) from None
         worker_note = "no worker (--no-worker)" if no_worker else "with an in-process worker"
         err.print(f"serving on http://{host}:{port}/ {worker_note}; Ctrl-C stops", soft_wrap=True)
-        uvicorn.run(create_app(), host=host, port=port, log_level="warning")
+        if processes == 1:
+            uvicorn.run(create_app(), host=host, port=port, log_level="warning")
+        else:
+            uvicorn.run(
+                "invoice_export.web.app:create_app",
+                factory=True,
+                workers=processes,
+                host=host,
+                port=port,
+                log_level="warning",
+            )
 
 
 @app.command("demo")
