@@ -84,3 +84,36 @@ def test_export_wait_says_so_when_no_worker_runs_the_queued_run(shared_worker_pa
     (run,) = json.loads(listed.stdout)
     assert run["status"] == "queued"
     cancel_export(org_id, run["run_id"], actor_id=None, via="test")
+
+
+def test_serve_with_two_processes_answers_every_click_with_the_same_run(start_server, database: str) -> None:  # type: ignore[no-untyped-def]
+    """`serve --processes 2`: both web processes take clicks; parallel clicks of one member, on
+    many connections, all answer 202 with one run."""
+    from concurrent.futures import ThreadPoolExecutor
+    from datetime import timedelta
+
+    import httpx
+    from sqlalchemy import text
+
+    from invoice_export.db.session import admin_engine
+    from invoice_export.orgs.sessions import create_session
+    from tests.conftest import invoices, make_org
+
+    _, user_id = make_org(invoices(3))
+    token = create_session(user_id, timedelta(hours=1))
+    with admin_engine().connect() as conn:
+        csrf = conn.execute(text("SELECT csrf_token FROM sessions WHERE user_id = :u"), {"u": user_id}).scalar_one()
+    site = start_server(SERVE_PROCESSES="2")
+    assert site.processes == 2
+
+    def click(_: int) -> tuple[int, str]:
+        with httpx.Client(base_url=site.base_url, timeout=30) as http:
+            answer = http.post("/api/exports", headers={"Cookie": f"ie_session={token}", "X-CSRF-Token": csrf})
+            return answer.status_code, answer.json()["run_id"]
+
+    with ThreadPoolExecutor(16) as pool:
+        answers = list(pool.map(click, range(48)))
+    assert {status for status, _ in answers} == {202}
+    assert len({run_id for _, run_id in answers}) == 1
+    children = subprocess.run(["pgrep", "-P", str(site.proc.pid)], capture_output=True, text=True).stdout.split()
+    assert len(children) >= 2, "uvicorn started fewer than two web processes"

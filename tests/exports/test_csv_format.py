@@ -7,11 +7,15 @@ import io
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
+import psycopg
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from invoice_export.db.copy import copy_csv_records
 from invoice_export.db.session import tenant_transaction
-from invoice_export.exports.csv_format import BOM, FORMULA_TRIGGERS, HEADER, crlf_records, neutralize
+from invoice_export.db.urls import get_urls
+from invoice_export.exports.csv_format import BOM, FORMULA_TRIGGERS, HEADER, neutralize
 from invoice_export.invoices.repository import current_snapshot, plan_pages, read_csv_page
 from tests.conftest import make_org
 
@@ -25,10 +29,29 @@ awkward_text = st.text(
 formula_text = st.builds(lambda trigger, rest: trigger + rest, st.sampled_from(FORMULA_TRIGGERS), awkward_text)
 
 
-def test_crlf_records_keeps_line_breaks_inside_quotes() -> None:
-    records = [b'a,"x\ny"\n', memoryview(b'b,"p""\nq"\n')]
-    assert crlf_records(records) == b'a,"x\ny"\r\nb,"p""\nq"\r\n'
-    assert crlf_records([]) == b""
+def test_copy_reader_ends_records_with_crlf_and_keeps_line_breaks_inside_quotes(database: str) -> None:
+    with psycopg.connect(get_urls().app_plain) as conn:
+        conn.execute("SELECT 1")  # the reader runs inside an open transaction, as pages do
+        values = "VALUES ('a', %(x)s), ('b', %(p)s), ('c', NULL)"
+        copied = copy_csv_records(conn, f"COPY ({values}) TO STDOUT (FORMAT csv)", {"x": "x\ny", "p": 'p"\nq'})
+        assert copied.data == b'a,"x\ny"\r\nb,"p""\nq"\r\nc,\r\n'
+        assert copied.rows == 3
+        empty = copy_csv_records(conn, "COPY (SELECT 1 WHERE false) TO STDOUT (FORMAT csv)", {})
+        assert (empty.data, empty.rows) == (b"", 0)
+        big = copy_csv_records(conn, "COPY (SELECT repeat('z', 1000) FROM generate_series(1, 5000)) TO STDOUT", {})
+        assert big.rows == 5000 and big.data == (b"z" * 1000 + b"\r\n") * 5000
+
+
+def test_copy_reader_raises_the_server_error_and_leaves_the_connection_usable(database: str) -> None:
+    with psycopg.connect(get_urls().app_plain) as conn:
+        conn.execute("SELECT 1")
+        with pytest.raises(psycopg.errors.DivisionByZero):
+            copy_csv_records(conn, "COPY (SELECT 1 / (x - 3) FROM generate_series(1, 5) AS x) TO STDOUT", {})
+        conn.rollback()
+        assert conn.execute("SELECT 42").fetchone() == (42,)
+        conn.rollback()
+        with pytest.raises(RuntimeError, match="inside an open transaction"):
+            copy_csv_records(conn, "COPY (SELECT 1) TO STDOUT", {})
 
 
 def test_header_and_bom() -> None:

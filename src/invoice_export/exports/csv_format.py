@@ -3,13 +3,11 @@ one header row, UTF-8 with a byte-order mark so spreadsheets detect the encoding
 cell that a spreadsheet would run as a formula.
 
 Quoting is PostgreSQL's own CSV writer (COPY ... FORMAT csv). COPY ends records with LF, and the
-protocol sends exactly one record per CopyData message, so `crlf_records` switches each message's
+protocol sends exactly one record per CopyData message, so `db/copy.py` switches each message's
 final LF to CRLF without looking inside fields (an LF inside a quoted field is data, kept as is).
 """
 
 from __future__ import annotations
-
-from collections.abc import Iterable
 
 BOM = "\ufeff".encode()
 
@@ -64,15 +62,3 @@ SELECT_CSV_COLUMNS = f"""
     to_char(i.issued_at AT TIME ZONE 'UTC', {_ISO_UTC}),
     to_char(i.due_at AT TIME ZONE 'UTC', {_ISO_UTC}),
     {_text_cell("i.memo")}"""
-
-
-def crlf_records(records: Iterable[bytes | bytearray | memoryview]) -> bytes:
-    """Join COPY's records (one per CopyData message, each ending in LF) with CRLF record ends.
-
-    Each record is copied into one buffer as it arrives, so a page never holds thousands of
-    small objects for the garbage collector to walk."""
-    page = bytearray()
-    for record in records:
-        page += record
-        page[-1:] = b"\r\n"
-    return bytes(page)
