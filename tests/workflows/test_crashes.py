@@ -37,7 +37,8 @@ def trace_counts(trace: Path) -> Counter[str]:
         ("page.written@3", 3),  # inside a page: part 3 stored, its transaction not committed
         ("between-pages@3", None),  # page 3 checkpointed, others maybe in flight
         ("assembled", None),
-        ("email.handed-over", None),
+        ("email.handed-over", None),  # accepted by the server, acceptance not yet recorded
+        ("email.recorded", None),  # acceptance recorded, the email step's checkpoint not yet
         ("finalize.before-commit", None),
     ],
 )

@@ -119,6 +119,7 @@ def _begin_new_attempt(export: Export, key: str) -> None:
     export.pages_total = None
     export.rows_written = 0
     export.email_handovers = 0
+    export.email_accepted_at = None
     export.row_count = None
     export.error = None
     export.file_key = None

@@ -364,12 +364,14 @@ def send_ready_email(job: dict[str, Any], rows: int, download_url: str) -> dict[
     re-send after a crash (see ARCHITECTURE.md) is recognisable as the same message.
 
     The database work (recipient, suppression check, counting the hand-over) is done and
-    committed before the message is handed over, so that after the mail server's acceptance only
-    the step's checkpoint remains to be written: that is the whole duplicate window. A hand-over
-    whose outcome never came back (the worker died in that window) stays counted; after
-    MAX_UNSETTLED_HANDOVERS of those the message is not handed over again, so a worker that keeps
-    dying there cannot flood the requester."""
+    committed before the message is handed over, and the transaction that records the server's
+    acceptance is open before it too (`_hand_over`): after the acceptance only that one UPDATE
+    and its commit remain, which is the whole duplicate window. A re-run of the step that finds
+    the acceptance recorded sends nothing. A hand-over whose outcome never came back (the worker
+    died in the window) stays counted; after MAX_UNSETTLED_HANDOVERS of those the message is not
+    handed over again, so a worker that keeps dying there cannot flood the requester."""
     settings = get_settings()
+    run = {"export_id": job["export_id"], "run_id": job["run_id"]}
     with tenant_transaction(job["org_id"]) as session:
         user = session.get(User, job["requested_by"])
         org_name = session.execute(select(Organization.name).where(Organization.id == job["org_id"])).scalar_one()
@@ -384,6 +386,12 @@ def send_ready_email(job: dict[str, Any], rows: int, download_url: str) -> dict[
             run_id=job["run_id"],
             ttl_days=settings.download_link_ttl_days,
         )
+        accepted_at = session.execute(
+            select(Export.email_accepted_at).where(Export.id == job["export_id"], Export.run_id == job["run_id"])
+        ).scalar_one()
+        if accepted_at is not None:  # accepted before a restart: recorded, though the step was not
+            sent = {"sent": True, "message_id": str(message["Message-ID"]), "skipped_reason": None}
+            return sent | {"attempt": _attempt()}
         suppressed = suppression_reason(session, user.email)
         unsettled = 0 if suppressed is not None else _count_handover(session, job, +1) - 1
     if unsettled >= MAX_UNSETTLED_HANDOVERS:
@@ -393,20 +401,45 @@ def send_ready_email(job: dict[str, Any], rows: int, download_url: str) -> dict[
             skipped_reason=f"not handed over again: {unsettled} earlier hand-overs were cut off before the "
             "mail server's answer was recorded, so the requester has most likely received it",
         )
+    elif suppressed is not None:
+        outcome = send_unless_suppressed(get_backend(settings), message, suppressed)
     else:
-        try:
-            outcome = send_unless_suppressed(get_backend(settings), message, suppressed)
-        except Exception:
-            with tenant_transaction(job["org_id"]) as session:
-                _count_handover(session, job, -1)  # the server's answer came back: not delivered
-            raise
-        hit("email.handed-over")
+        outcome = _hand_over(job, run, message)
     return {
         "sent": outcome.sent,
         "message_id": outcome.message_id,
         "skipped_reason": outcome.skipped_reason,
         "attempt": _attempt(),
     }
+
+
+# The mail server's answer to a counted hand-over: the count goes back down, and an acceptance
+# is recorded so that a re-run of the step sends nothing.
+SETTLE_HANDOVER = text(
+    """UPDATE exports
+       SET email_handovers = email_handovers - 1,
+           email_accepted_at = CASE WHEN :accepted THEN clock_timestamp() ELSE email_accepted_at END
+       WHERE id = :export_id AND run_id = :run_id"""
+)
+
+
+def _hand_over(job: dict[str, Any], run: dict[str, Any], message: Any) -> SendOutcome:
+    """Hand the message to the mail server and record its answer in a transaction opened before
+    the hand-over, so that after an acceptance one statement and a commit are all that remain."""
+    refused: Exception | None = None
+    with tenant_transaction(job["org_id"]) as session:
+        try:
+            outcome = send_unless_suppressed(get_backend(get_settings()), message, None)
+        except Exception as error:  # the server answered (or the line broke): counted as not delivered
+            refused = error
+            session.execute(SETTLE_HANDOVER, run | {"accepted": False})
+        else:
+            hit("email.handed-over")
+            session.execute(SETTLE_HANDOVER, run | {"accepted": outcome.sent})
+    if refused is not None:
+        raise refused
+    hit("email.recorded")
+    return outcome
 
 
 def _count_handover(session: Any, job: dict[str, Any], change: int) -> int:

@@ -41,6 +41,8 @@ class Export(Base):
     file_key: Mapped[str | None] = mapped_column(Text)
     # Hand-overs of the ready email whose outcome never reached the step (migration 0005).
     email_handovers: Mapped[int] = mapped_column(Integer, server_default="0")
+    # When the mail server accepted this attempt's ready email (migration 0006).
+    email_accepted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     download_url: Mapped[str | None] = mapped_column(Text)
     error: Mapped[str | None] = mapped_column(Text)
     requested_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
