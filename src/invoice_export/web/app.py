@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import multiprocessing
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -14,6 +15,7 @@ from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from invoice_export.db.embedded import release_embedded
 from invoice_export.errors import DomainError
 from invoice_export.settings import get_settings
 from invoice_export.web import api, pages
@@ -73,6 +75,11 @@ class SecurityHeaders:
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     yield
     await app.state.run_changes.close()
+    settings = get_settings()
+    if settings.embedded and multiprocessing.parent_process() is not None:
+        # One of several web processes (`serve --processes N`): leave the embedded server to the
+        # parent, which owns it too and stops it when the last owner exits.
+        release_embedded(settings.data_dir)
 
 
 def create_app() -> FastAPI:
