@@ -39,6 +39,14 @@ def test_export_wait_json_then_runs_show_and_list(worker) -> None:  # type: igno
     listed = cli("runs", "list", "--org", "org_initech", "--json")
     assert run["run_id"] in [r["run_id"] for r in json.loads(listed.stdout)]
 
+    os.environ["COLUMNS"] = "40"  # piped into a narrow terminal: ids and times are never cut
+    try:
+        table = cli("runs", "list", "--org", "org_initech")
+    finally:
+        del os.environ["COLUMNS"]
+    assert table.returncode == 0, table.stderr
+    assert run["run_id"] in table.stdout and run["requested_at"][:19] in table.stdout
+
 
 def test_bad_input_is_a_clear_error(database: str) -> None:
     outsider = cli("export", "--org", "org_acme", "--as", "user_carol")

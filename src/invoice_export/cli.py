@@ -191,11 +191,15 @@ def runs_list(
     if as_json:
         sys.stdout.write(json.dumps([v.model_dump(mode="json") for v in views]) + "\n")
         return
-    table = Table("run id", "requested by", "status", "pages", "rows", "requested at")
+    # Ids and times are what the next command needs: never cut or folded, whatever the width.
+    table = Table(box=None, pad_edge=False)
+    for name in ("run id", "requested by", "status", "pages", "rows", "requested at"):
+        table.add_column(name, no_wrap=True)
     for v in views:
         pages = f"{v.pages_done}/{v.pages_total}" if v.pages_total is not None else "-"
         table.add_row(v.run_id, v.requested_by, v.status, pages, str(v.row_count or "-"), v.requested_at.isoformat())
-    console.print(table)
+    # Rendered at its natural width (a narrow terminal wraps the lines, it does not cut them).
+    Console(width=10_000, highlight=False).print(table)
 
 
 @app.command("worker")

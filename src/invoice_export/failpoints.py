@@ -12,7 +12,8 @@ otherwise; production never sets these variables.
 Points: `page.read@N` (page N's transaction is open, nothing read yet), `page.written@N` (part N
 stored, its transaction not yet committed), `between-pages@N` (the workflow has seen page N's
 checkpoint recorded; with EXPORT_PAGE_CONCURRENCY > 1 other pages may be in flight), `assembled`,
-`email.handed-over` (the mail server accepted the message, the step is not yet recorded),
+`email.handed-over` (the mail server accepted the message, the acceptance is not yet recorded),
+`email.recorded` (the acceptance is recorded, the email step's checkpoint not yet),
 `finalize.before-commit` (row and audit written, transaction not committed).
 """
 

@@ -139,3 +139,19 @@ def test_formula_cells_are_neutralized_and_numbers_stay_numbers(database: str) -
     assert [row[2] for row in rows] == list(cases.values())
     assert [row[8] for row in rows] == list(cases.values())
     assert {row[5] for row in rows} == {"-12.50"}
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "SELECT 1",  # not a COPY at all
+        "COPY (SELECT 1) TO STDOUT; COPY (SELECT 2) TO STDOUT",  # more than one statement
+    ],
+)
+def test_copy_reader_refuses_what_is_not_one_copy_and_drops_the_connection(database: str, statement: str) -> None:
+    """No hang and no connection handed back mid-protocol: it is closed, so a pool drops it."""
+    with psycopg.connect(get_urls().app_plain) as conn:
+        conn.execute("SELECT 1")
+        with pytest.raises(psycopg.ProgrammingError, match="COPY"):
+            copy_csv_records(conn, statement, {})
+        assert conn.closed

@@ -158,3 +158,26 @@ def test_versions_are_pruned_only_when_no_running_export_needs_them(database: st
         ).scalar_one()
         == 0
     )
+
+
+@pytest.mark.parametrize("when", ["infinity", "-infinity", "0044-03-15 12:00:00+00 BC"])
+def test_an_invoice_time_that_no_export_could_page_or_print_is_refused(database: str, when: str) -> None:
+    """Finite, common-era times only (migration 0007): refused when written, never a failed export."""
+    import sqlalchemy.exc
+
+    org_id, _ = make_org([])
+    for column in ("issued_at", "due_at"):
+        refused = pytest.raises(sqlalchemy.exc.IntegrityError, match=f"{column}_is_a_real_date")
+        with refused, admin_engine().begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO invoices (organization_id, number, customer_name, customer_email, amount_minor,"
+                    " currency, status, issued_at, due_at)"
+                    " VALUES (:org, 'X-1', 'C', 'c@example.com', 1, 'USD', 'open', :issued, :due)"
+                ),
+                {
+                    "org": org_id,
+                    "issued": when if column == "issued_at" else T0,
+                    "due": when if column == "due_at" else None,
+                },
+            )

@@ -29,19 +29,34 @@ class CopiedRecords:
 
 
 def copy_csv_records(conn: psycopg.Connection[Any], query: str, params: dict[str, Any]) -> CopiedRecords:
-    """Run `query` (a COPY ... TO STDOUT) in the connection's current transaction and return its
-    records with CRLF endings. `params` are bound client side, as psycopg binds a COPY's."""
+    """Run `query` (one COPY ... TO STDOUT) in the connection's current transaction and return its
+    records with CRLF endings. `params` are bound client side, as psycopg binds a COPY's.
+
+    A server error (a failed statement, a cancel, a timeout) is raised as psycopg raises it, and
+    the connection stays usable once the transaction is rolled back. Anything else that
+    interrupts the read leaves the protocol mid-stream, so the connection is closed: the pool
+    then drops it instead of handing it out again."""
     if conn.info.transaction_status != pq.TransactionStatus.INTRANS:
         raise RuntimeError("copy_csv_records runs inside an open transaction (after its first statement)")
     statement = psycopg.ClientCursor(conn).mogrify(query, params).encode()
     pgconn = conn.pgconn
     with conn.lock:
-        pgconn.send_query(statement)
-        _result(pgconn, pq.ExecStatus.COPY_OUT)
-        data = _records(pgconn)
-        done = _result(pgconn, pq.ExecStatus.COMMAND_OK)
-        while pgconn.get_result() is not None:  # none expected after a COPY; drain to be sure
-            pass
+        try:
+            pgconn.send_query(statement)
+            while pgconn.flush() == 1:  # the connection is non-blocking: send all of the query
+                _wait(pgconn, select.POLLOUT)
+            _result(pgconn, pq.ExecStatus.COPY_OUT)
+            data = _records(pgconn)
+            done = _result(pgconn, pq.ExecStatus.COMMAND_OK)
+            if pgconn.get_result() is not None:
+                raise psycopg.ProgrammingError("copy_csv_records takes one COPY statement")
+        except psycopg.errors.DatabaseError as error:
+            if pgconn.transaction_status == pq.TransactionStatus.ACTIVE or error.sqlstate is None:
+                conn.close()  # not a server's answer: the protocol is not where psycopg expects it
+            raise
+        except BaseException:
+            conn.close()
+            raise
     return CopiedRecords(data=data, rows=int(done.command_tuples or 0))
 
 
@@ -54,7 +69,7 @@ def _records(pgconn: pq.abc.PGconn) -> bytes:
             page += record
             page[-1:] = b"\r\n"
         elif size == 0:
-            _wait_readable(pgconn)
+            _wait(pgconn, select.POLLIN)
         elif size == -1:
             return bytes(page)
         else:
@@ -62,29 +77,33 @@ def _records(pgconn: pq.abc.PGconn) -> bytes:
 
 
 def _result(pgconn: pq.abc.PGconn, expected: pq.ExecStatus) -> pq.abc.PGresult:
+    """The next result, which must be `expected`. A server error is raised once every result of
+    the statement has been read, so the connection is ready for the rollback."""
     while pgconn.is_busy():
-        _wait_readable(pgconn)
+        _wait(pgconn, select.POLLIN)
     result = pgconn.get_result()
     if result is None:
         raise psycopg.OperationalError(f"the server sent no result for the COPY: {_message(pgconn)}")
-    if result.status != expected:
-        if result.status == pq.ExecStatus.FATAL_ERROR:
-            while pgconn.get_result() is not None:
-                pass
-            raise error_from_result(result)
-        raise psycopg.OperationalError(
-            f"unexpected COPY result {pq.ExecStatus(result.status).name}: {_message(pgconn)}"
-        )
-    return result
+    if result.status == expected:
+        return result
+    if result.status == pq.ExecStatus.FATAL_ERROR:
+        while pgconn.get_result() is not None:
+            pass
+        raise error_from_result(result)
+    raise psycopg.ProgrammingError(
+        f"copy_csv_records takes a COPY ... TO STDOUT; the server answered {pq.ExecStatus(result.status).name}"
+    )
 
 
-def _wait_readable(pgconn: pq.abc.PGconn) -> None:
-    """Block until the socket has data (or is closed, which `consume_input` then reports).
-    Keepalives on the connection bound how long a vanished server can keep this waiting."""
+def _wait(pgconn: pq.abc.PGconn, event: int) -> None:
+    """Block until the socket is ready (or closed, which the next libpq call then reports). A
+    server that vanishes without closing the connection leaves this waiting until the kernel
+    gives up on it; the worker's fence (`worker.py`) stops the process well before that."""
     poller = select.poll()
-    poller.register(pgconn.socket, select.POLLIN)
+    poller.register(pgconn.socket, event)
     poller.poll()
-    pgconn.consume_input()
+    if event == select.POLLIN:
+        pgconn.consume_input()
 
 
 def _message(pgconn: pq.abc.PGconn) -> str:

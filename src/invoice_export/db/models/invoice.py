@@ -3,7 +3,18 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, DateTime, ForeignKey, Identity, Index, Text, UniqueConstraint, func, text
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    Identity,
+    Index,
+    Text,
+    UniqueConstraint,
+    func,
+    text,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 from sqlalchemy.types import UserDefinedType
 
@@ -26,6 +37,13 @@ class Invoice(Base):
         # The export's keyset: pages are read in (issued_at, id) order within one org.
         # The version travels in the index so that finding a page's end stays an index-only walk.
         Index("ix_invoices_org_keyset", "organization_id", "issued_at", "id", postgresql_include=["version_xid"]),
+        # Finite times in the common era only (migration 0007): the export pages and prints them.
+        CheckConstraint(
+            "isfinite(issued_at) AND issued_at >= '0001-01-01 00:00:00+00'", name="issued_at_is_a_real_date"
+        ),
+        CheckConstraint(
+            "due_at IS NULL OR (isfinite(due_at) AND due_at >= '0001-01-01 00:00:00+00')", name="due_at_is_a_real_date"
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
