@@ -498,7 +498,7 @@ def report(
         lines += [
             f"Duplicate emails: {len(duplicates)} run(s) emailed more than once, every copy with the same",
             "Message-ID and `X-Idempotency-Key`. The window (ARCHITECTURE.md) is the mail server having accepted",
-            "the message while the email step's checkpoint is not yet written; from the server's acceptance times",
+            "the message while its acceptance is not yet recorded on the row; from the server's acceptance times",
             "and the engine's step records:",
             "",
             *[f"- `{run_id}`: {evidence}." for run_id, evidence in duplicates.items()],
@@ -506,8 +506,8 @@ def report(
         ]
     else:
         lines += [
-            "No duplicate email: no kill landed between the mail server's acceptance and the email step's",
-            "checkpoint (the one window where a duplicate is possible, see ARCHITECTURE.md).",
+            "No duplicate email: no kill landed between the mail server's acceptance and its record on the",
+            "row (the one window where a duplicate is possible, see ARCHITECTURE.md).",
             "",
         ]
     misses = [name for name, met in targets.items() if not met]
