@@ -37,12 +37,14 @@ class Invoice(Base):
         # The export's keyset: pages are read in (issued_at, id) order within one org.
         # The version travels in the index so that finding a page's end stays an index-only walk.
         Index("ix_invoices_org_keyset", "organization_id", "issued_at", "id", postgresql_include=["version_xid"]),
-        # Finite times in the common era only (migration 0007): the export pages and prints them.
+        # Years 1 to 9999 (UTC) only (migration 0007): the export pages and prints them as ISO 8601.
         CheckConstraint(
-            "isfinite(issued_at) AND issued_at >= '0001-01-01 00:00:00+00'", name="issued_at_is_a_real_date"
+            "issued_at >= '0001-01-01 00:00:00+00' AND issued_at < '10000-01-01 00:00:00+00'",
+            name="issued_at_is_a_real_date",
         ),
         CheckConstraint(
-            "due_at IS NULL OR (isfinite(due_at) AND due_at >= '0001-01-01 00:00:00+00')", name="due_at_is_a_real_date"
+            "due_at IS NULL OR (due_at >= '0001-01-01 00:00:00+00' AND due_at < '10000-01-01 00:00:00+00')",
+            name="due_at_is_a_real_date",
         ),
     )
 

@@ -1,9 +1,10 @@
 """invoice dates are real dates
 
-An invoice's issue and due times must be finite and in the common era. PostgreSQL also stores
+An invoice's issue and due times must lie in the years 1 to 9999 (UTC): finite, in the common
+era, and with four-digit years. PostgreSQL also stores
 'infinity' and BC dates in a timestamptz, but an export can neither order pages by such a key
 (page ends are written as ISO 8601 text, which has no infinity and no era) nor print it as an
-ISO 8601 time a spreadsheet reads; refused when written, such a value never fails an export
+ISO 8601 time a spreadsheet reads (four-digit years); refused when written, such a value never fails an export
 later. A database that already holds one fails this migration and names the constraint.
 
 Revision ID: 0007
@@ -17,7 +18,7 @@ down_revision = "0006"
 branch_labels = None
 depends_on = None
 
-REAL_DATE = "isfinite({column}) AND {column} >= '0001-01-01 00:00:00+00'"
+REAL_DATE = "{column} >= '0001-01-01 00:00:00+00' AND {column} < '10000-01-01 00:00:00+00'"
 
 
 def upgrade() -> None:
