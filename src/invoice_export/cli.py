@@ -241,17 +241,10 @@ def serve(
         get_urls()
         worker_note = "no worker (--no-worker)" if no_worker else "with an in-process worker"
         err.print(f"serving on http://{host}:{port}/ {worker_note}; Ctrl-C stops", soft_wrap=True)
-        if processes == 1:
-            uvicorn.run(create_app(), host=host, port=port, log_level="warning")
-        else:
-            uvicorn.run(
-                "invoice_export.web.app:create_app",
-                factory=True,
-                workers=processes,
-                host=host,
-                port=port,
-                log_level="warning",
-            )
+        # Several processes each build their own app, so uvicorn is given the factory by name.
+        several = processes > 1
+        target = "invoice_export.web.app:create_app" if several else create_app()
+        uvicorn.run(target, factory=several, workers=processes, host=host, port=port, log_level="warning")
 
 
 @app.command("demo")

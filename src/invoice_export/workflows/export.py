@@ -273,7 +273,7 @@ def write_page(
 ) -> dict[str, Any]:
     """Read page `page` of the snapshot (keys after `after`, up to `last`) as CSV, store it as
     part `page`, and count it on the row. A re-run writes the same bytes (the snapshot and the
-    two keys fix the page) and counts nothing twice (`_count_part`). A canceled row stops the
+    two keys fix the page) and counts nothing twice (`COUNT_PART`). A canceled row stops the
     run here: before the page is read, or after, when the page is not counted."""
     run = {"export_id": job["export_id"], "run_id": job["run_id"], "active": list(ACTIVE)}
     with tenant_transaction(job["org_id"]) as session:
