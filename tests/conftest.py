@@ -74,6 +74,9 @@ def database(data_dir: Path) -> Iterator[str]:
         conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     server.dispose()
     if embedded_dir is not None:
+        from invoice_export.db.embedded import release_embedded
+
+        release_embedded(embedded_dir)  # stop it while its folder still exists, then remove the folder
         shutil.rmtree(embedded_dir, ignore_errors=True)
 
 
